@@ -1,0 +1,59 @@
+"""The one transform shared by training and serving: spec -> scikit-learn pipeline.
+
+Input: the DataFrame :class:`~feature_specs.validation.Validator` returns (spec column order,
+numbers as float64 with NaN where the spec imputes the training median, categories as text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from feature_specs.spec import FeatureSpec
+
+
+def build_transform(spec: FeatureSpec) -> ColumnTransformer:
+    """Median-impute numbers, one-hot encode categories (fixed vocabulary from the spec)."""
+    numeric = [f.name for f in spec.features if f.numeric]
+    categorical = [f for f in spec.features if not f.numeric]
+    return ColumnTransformer(
+        [
+            ("num", SimpleImputer(strategy="median", keep_empty_features=True), numeric),
+            (
+                "cat",
+                OneHotEncoder(
+                    categories=[list(f.categories or ()) for f in categorical],
+                    handle_unknown="ignore",
+                    sparse_output=False,
+                    dtype=np.float64,
+                ),
+                [f.name for f in categorical],
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+
+
+def monotonic_constraints(spec: FeatureSpec) -> list[int]:
+    """Per transformed column: +1/-1 where the spec declares a monotone effect, else 0."""
+    sign = {"increasing": 1, "decreasing": -1, None: 0}
+    numeric = [sign[f.monotone] for f in spec.features if f.numeric]
+    one_hot = sum(len(f.categories or ()) for f in spec.features if not f.numeric)
+    return numeric + [0] * one_hot
+
+
+def build_model(spec: FeatureSpec, **params: Any) -> Pipeline:
+    """The full training pipeline: shared transform + the spec's estimator.
+
+    ``params`` override the spec's estimator defaults (pipeline hyperparameters).
+    """
+    settings = {**spec.estimator.params, **params}
+    estimator_cls = HistGradientBoostingClassifier if spec.is_classifier else HistGradientBoostingRegressor
+    estimator = estimator_cls(monotonic_cst=monotonic_constraints(spec), random_state=0, **settings)
+    return Pipeline([("transform", build_transform(spec)), ("model", estimator)])

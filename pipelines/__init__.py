@@ -1,0 +1,1 @@
+"""Training side: kfp pipelines and their steps, the Kafka trigger, monitoring, rollout."""
