@@ -57,3 +57,11 @@ def build_model(spec: FeatureSpec, **params: Any) -> Pipeline:
     estimator_cls = HistGradientBoostingClassifier if spec.is_classifier else HistGradientBoostingRegressor
     estimator = estimator_cls(monotonic_cst=monotonic_constraints(spec), random_state=0, **settings)
     return Pipeline([("transform", build_transform(spec)), ("model", estimator)])
+
+
+#: Types in a fitted model that skops (MLflow's sklearn format, no pickle) must be told to trust:
+#: our own training pipeline produced them. Pass as ``skops_trusted_types`` when logging/saving.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]

@@ -65,7 +65,9 @@ class Validator:
         n = self._batch_size(columns)
         out: dict[str, np.ndarray] = {}
         for f in self.features:
-            values = columns.get(f.name)
+            values: Any = columns.get(f.name)
+            if isinstance(values, pd.Series):  # a DataFrame is accepted as columns
+                values = values.to_numpy()
             if values is None:
                 if not f.optional:
                     raise InvalidFeature(f.name, "required feature is missing")
@@ -135,6 +137,8 @@ class Validator:
             missing = np.isnan(arr)
         else:
             allowed = {bool, np.bool_} if f.dtype == "bool" else _NUMBER_TYPES
+            if f.dtype == "bool" and float in set(map(type, values)):  # NaN marks a missing bool in frames
+                values = [None if _is_nan(v) else v for v in values]
             types = set(map(type, values))
             if not types <= allowed | {type(None)}:
                 bad = next(v for v in values if type(v) not in allowed and v is not None)
@@ -175,7 +179,7 @@ class Validator:
         for i, v in enumerate(values):
             if type(v) is bytes:
                 v = v.decode("utf-8", "replace")
-            if v is None:
+            if v is None or _is_nan(v):
                 if not f.optional:
                     raise InvalidFeature(f.name, f"null at row {i} but the feature is required")
                 v = f.impute
@@ -185,6 +189,10 @@ class Validator:
                 raise InvalidFeature(f.name, f"unknown category {_show(v)}; allowed: {', '.join(sorted(allowed))}")
             out[i] = v
         return out
+
+
+def _is_nan(value: Any) -> bool:
+    return type(value) is float and value != value
 
 
 def _parse_text(f: Feature, text: str) -> Any:

@@ -1,0 +1,1 @@
+"""Custom KServe predictors, one per model, driven by the feature specs."""

@@ -1,0 +1,57 @@
+"""``python -m predictors``: start the KServe ModelServer with one or all ConstructOS models.
+
+The same command runs in an InferenceService container, e.g.
+``python -m predictors --model_name=credit_risk --model_uri=models:/credit_risk@champion``.
+Every KServe ModelServer flag (``--http_port``, ``--workers``, …) is accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from kserve import model_server
+
+from predictors.registry import PREDICTORS
+from predictors.server import serve
+from predictors.settings import ServingSettings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m predictors", parents=[model_server.parser], conflict_handler="resolve"
+    )
+    parser.add_argument(
+        "--model_name",
+        default="all",
+        choices=[*PREDICTORS, "all"],
+        help="the model to serve, or 'all' (default)",
+    )
+    parser.add_argument(
+        "--model_uri",
+        default=None,
+        help="MLflow URI (models:/<name>@<alias>, models:/<name>/<version>) or local MLflow model directory; "
+        "only with a single --model_name (default: CONSTRUCTOS_MODEL_URI_TEMPLATE)",
+    )
+    parser.add_argument("--max_batch", type=int, default=None, help="largest batch one request may carry (rows)")
+    parser.add_argument("--no_onnx", action="store_true", help="score with scikit-learn instead of ONNX Runtime")
+    args, _ = parser.parse_known_args(argv)
+    if args.model_uri and args.model_name == "all":
+        parser.error("--model_uri needs a single --model_name")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"max_batch": args.max_batch} if args.max_batch else {}
+    if args.no_onnx:
+        overrides["use_onnx"] = False
+    settings = ServingSettings(**overrides)
+    names = list(PREDICTORS) if args.model_name == "all" else [args.model_name]
+    models = [PREDICTORS[name](args.model_uri, settings=settings) for name in names]
+    serve(models, http_port=args.http_port, workers=args.workers, enable_grpc=args.enable_grpc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Stock demand (Inventory): expected units next week, plus whole units to order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from predictors.base import Output, SpecModel
+
+
+class StockDemandModel(SpecModel):
+    spec_name = "stock_demand"
+
+    def extra_outputs(self, scores: np.ndarray) -> list[Output]:
+        return [("units", "INT64", np.ceil(np.clip(scores, 0, None)).astype(np.int64))]

@@ -1,0 +1,27 @@
+"""Test helpers that build real artefacts (no stubs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.sklearn
+
+from feature_specs import Validator, load_spec
+from feature_specs.synthetic import generate
+from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
+
+
+def save_trained_model(name: str, path: Path, *, rows: int = 4000, seed: int = 7, version: str = "1") -> Path:
+    """Train ``name`` on synthetic rows and save it the way the pipeline logs it."""
+    spec = load_spec(name)
+    data = generate(name, rows, seed=seed).frame
+    features = Validator(spec, max_batch=rows).frame(data[spec.feature_names])
+    pipeline = build_model(spec).fit(features, data[spec.target.name])
+    mlflow.sklearn.save_model(
+        pipeline,
+        str(path),
+        input_example=features.head(3),
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        metadata={"spec_name": name, "spec_version": spec.version, "model_version": version},
+    )
+    return path

@@ -1,0 +1,138 @@
+"""Feature specs, the shared validator and transform, and the synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+from feature_specs import SPEC_NAMES, InvalidFeature, SpecError, Validator, load_spec, parse_spec
+from feature_specs.synthetic import best_metrics, generate, to_events
+from feature_specs.transform import build_model, monotonic_constraints
+
+
+def _write(tmp_path: Path, name: str, mutate: object) -> Path:
+    raw = yaml.safe_load((Path("feature_specs") / "credit_risk.yaml").read_text())
+    mutate(raw)  # type: ignore[operator]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_spec_loads(name: str) -> None:
+    spec = load_spec(name)
+    assert spec.name == name and spec.features and spec.source_topic
+    assert not set(spec.pii_names) & set(spec.feature_names)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["features"][0].update(dtype="text"), "features.0.dtype"),
+        (lambda r: r["features"][1].update(min=10, max=1), "features.1: Value error, 'min' is greater than 'max'"),
+        (lambda r: r["features"][2].pop("impute"), "features.2: Value error, an optional feature needs 'impute'"),
+        (lambda r: r["features"][0].pop("categories"), "features.0: Value error, a category feature needs"),
+        (lambda r: r.update(colour="red"), "colour: Extra inputs are not permitted"),
+        (lambda r: r.pop("target"), "target: Field required"),
+        (lambda r: r["features"].append(dict(r["features"][1])), "names used twice: company_age_years"),
+    ],
+)
+def test_malformed_spec_names_file_and_field(tmp_path: Path, mutate: object, expected: str) -> None:
+    path = _write(tmp_path, "credit_risk", mutate)
+    with pytest.raises(SpecError) as err:
+        parse_spec(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_spec_name_must_match_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not match the file name"):
+        parse_spec(_write(tmp_path, "other", lambda r: None))
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "credit_risk.yaml"
+    bad.write_text("features: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec(bad)
+
+
+def test_validator_fills_constants_and_leaves_medians_to_the_transform() -> None:
+    spec = load_spec("lead_score")
+    columns = Validator(spec).columns({"customer_industry": ["Energy"], "opportunity_value": [1e5]})
+    assert columns["lead_source"].tolist() == ["unknown"]
+    assert columns["interactions"].tolist() == [0.0]
+    assert np.isnan(columns["days_since_first_contact"][0])  # median learned at training
+    assert list(columns) == spec.feature_names
+
+
+def test_validator_accepts_a_dataframe_with_nan_for_missing() -> None:
+    data = generate("credit_risk", 200, seed=2).frame
+    frame = Validator(load_spec("credit_risk")).frame(data[load_spec("credit_risk").feature_names])
+    assert frame["contract_type"].notna().all()  # constant-imputed
+    assert frame["annual_revenue_eur"].isna().any()  # median, later
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"industry": "Construction"}, "opportunity_value: required feature is missing"),
+        ({"industry": "Construction", "value": "-5"}, "opportunity_value: value -5 is below the minimum 0"),
+        (
+            {"industry": "Construction", "value": "5", "existing_customer": "maybe"},
+            "existing_customer: expected true or false",
+        ),
+        ({"industry": "Construction", "value": "5", "interactions": "1.5"}, "interactions: expected an integer"),
+        ({"industry": "Construction", "value": "5", "contact_email": "a@b.c"}, "contact_email: unknown feature"),
+    ],
+)
+def test_query_errors(params: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidFeature) as err:
+        Validator(load_spec("lead_score")).query(params)
+    assert str(err.value).startswith(message)
+
+
+def test_monotone_constraints_follow_the_spec() -> None:
+    spec = load_spec("credit_risk")
+    constraints = monotonic_constraints(spec)
+    numeric = [f for f in spec.features if f.numeric]
+    assert constraints[[f.name for f in numeric].index("late_payment_ratio_12m")] == 1
+    assert constraints[[f.name for f in numeric].index("company_age_years")] == -1
+    assert len(constraints) == len(numeric) + sum(len(f.categories or ()) for f in spec.features if not f.numeric)
+
+
+def test_synthetic_data_is_reproducible_and_messy() -> None:
+    a, b = generate("lead_score", 500, seed=9), generate("lead_score", 500, seed=9)
+    assert a.frame.equals(b.frame)
+    assert a.frame["lead_source"].isna().any()  # missing optional values
+    assert not generate("lead_score", 500, seed=10).frame.equals(a.frame)
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_every_synthetic_row_passes_its_spec(name: str) -> None:
+    data = generate(name, 2000, seed=4)
+    spec = data.spec
+    Validator(spec, max_batch=2000).frame(data.frame[spec.feature_names])
+    events = to_events(generate(name, 20, seed=4))
+    assert all(set(spec.pii_names) <= set(e) and "event_id" in e for e in events)
+    assert len({e["event_id"] for e in events}) == 20
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_trained_model_approaches_but_does_not_beat_the_best_achievable(name: str) -> None:
+    train, test = generate(name, 6000, seed=1), generate(name, 4000, seed=2)
+    spec = train.spec
+    validator = Validator(spec, max_batch=10_000)
+    model = build_model(spec).fit(validator.frame(train.frame[spec.feature_names]), train.frame[spec.target.name])
+    x, y = validator.frame(test.frame[spec.feature_names]), test.frame[spec.target.name]
+    best = best_metrics(test)
+    if spec.is_classifier:
+        auc = roc_auc_score(y, model.predict_proba(x)[:, 1])
+        assert best["roc_auc"] - 0.05 < auc <= best["roc_auc"] + 0.01
+        assert auc >= spec.gate.floors["roc_auc"]
+    else:
+        mae = mean_absolute_error(y, model.predict(x))
+        assert best["mae"] <= mae < spec.gate.ceilings["mae"]

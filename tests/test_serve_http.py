@@ -1,0 +1,101 @@
+"""`python -m predictors` as a real process on a real port, called over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = model_dirs["credit_risk"].parent
+    port = free_port()
+    env = os.environ | {"CONSTRUCTOS_MODEL_URI_TEMPLATE": str(root / "{model}")}
+    cmd = [sys.executable, "-m", "predictors", f"--http_port={port}", f"--grpc_port={free_port()}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_all_three_models_answer_over_http(server: str) -> None:
+    models = httpx.get(f"{server}/v2/models").json()["models"]
+    assert sorted(models) == ["credit_risk", "lead_score", "stock_demand"]
+    answer = httpx.get(f"{server}/api/v1/predict/lead_score", params={"industry": "Construction", "value": 5_000_000})
+    assert answer.status_code == 200 and 0 <= answer.json()["probability"] <= 1
+    body = {
+        "inputs": [
+            {"name": "material_category", "shape": [1], "datatype": "BYTES", "data": ["cement"]},
+            {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["south"]},
+            {"name": "week_of_year", "shape": [1], "datatype": "INT64", "data": [23]},
+            {"name": "active_projects_region", "shape": [1], "datatype": "INT64", "data": [55]},
+            {"name": "demand_lag_1w", "shape": [1], "datatype": "FP64", "data": [410.0]},
+            {"name": "demand_lag_2w", "shape": [1], "datatype": "FP64", "data": [395.0]},
+            {"name": "unit_price_eur", "shape": [1], "datatype": "FP64", "data": [9.4]},
+        ]
+    }
+    response = httpx.post(f"{server}/v2/models/stock_demand/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][1]["name"] == "units"
+    bad = httpx.post(f"{server}/v2/models/stock_demand/infer", json={"inputs": body["inputs"][:2]})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("week_of_year: required feature is missing")
+
+
+def test_prometheus_metrics_are_exposed(server: str) -> None:
+    assert "request_predict_seconds" in httpx.get(f"{server}/metrics").text
+
+
+def test_single_model_with_explicit_uri(model_dirs: dict[str, Path]) -> None:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "predictors",
+        "--model_name=credit_risk",
+        f"--model_uri={model_dirs['credit_risk']}",
+        f"--http_port={port}",
+        "--enable_grpc=false",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        assert httpx.get(f"{url}/v2/models").json()["models"] == ["credit_risk"]
+        assert httpx.get(f"{url}/v2/models/credit_risk").json()["versions"] == ["1"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
