@@ -50,6 +50,17 @@ class Validator:
         self._names = {f.name: f for f in spec.features}
         self._aliases = {a: f.name for f in spec.features for a in f.aliases}
         self._categories = {f.name: frozenset(f.categories or ()) for f in spec.features}
+        # numeric features are checked together, as one (features x rows) matrix
+        self._numeric = [f for f in spec.features if f.numeric]
+        self._mins = np.array([[-np.inf if f.min is None else f.min] for f in self._numeric])
+        self._maxs = np.array([[np.inf if f.max is None else f.max] for f in self._numeric])
+        self._required = np.array([[not f.optional] for f in self._numeric])
+        self._integer = np.array([[f.dtype == "int"] for f in self._numeric])
+        constant = [f.optional and f.impute != "median" for f in self._numeric]
+        self._constant = np.array([[c] for c in constant])
+        self._fill = np.array(
+            [[float(f.impute) if c else np.nan] for f, c in zip(self._numeric, constant, strict=True)]
+        )  # type: ignore[arg-type]
 
     # -- entry points -------------------------------------------------------------------
 
@@ -64,6 +75,7 @@ class Validator:
             raise InvalidFeature(unknown[0], f"unknown feature; expected one of {', '.join(self._names)}")
         n = self._batch_size(columns)
         out: dict[str, np.ndarray] = {}
+        numbers: list[Any] = []
         for f in self.features:
             values: Any = columns.get(f.name)
             if isinstance(values, pd.Series):  # a DataFrame is accepted as columns
@@ -72,8 +84,14 @@ class Validator:
                 if not f.optional:
                     raise InvalidFeature(f.name, "required feature is missing")
                 values = [None] * n
-            out[f.name] = self._category(f, values) if f.dtype == "category" else self._number(f, values)
-        return out
+            if f.dtype == "category":
+                out[f.name] = self._category(f, values)
+            else:
+                numbers.append(self._number_column(f, values))
+        if numbers:
+            for f, row in zip(self._numeric, self._check_numbers(numbers), strict=True):
+                out[f.name] = row
+        return {f.name: out[f.name] for f in self.features}
 
     def frame(self, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
         """Validated columns as a DataFrame: the input of the shared transform."""
@@ -131,47 +149,52 @@ class Validator:
             raise InvalidFeature("batch", f"{n} rows exceed the maximum of {self.max_batch}")
         return n
 
-    def _number(self, f: Feature, values: Sequence[Any]) -> np.ndarray:
+    def _number_column(self, f: Feature, values: Any) -> Any:
+        """Type-check one numeric column; returns numbers with NaN where a value is missing."""
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
-            arr = values.astype(np.float64)  # frames from storage: NaN marks a missing value
-            missing = np.isnan(arr)
-        else:
-            allowed = {bool, np.bool_} if f.dtype == "bool" else _NUMBER_TYPES
-            if f.dtype == "bool" and float in set(map(type, values)):  # NaN marks a missing bool in frames
-                values = [None if _is_nan(v) else v for v in values]
+            return values  # frames from storage: NaN marks a missing value
+        allowed = {bool, np.bool_} if f.dtype == "bool" else _NUMBER_TYPES
+        types = set(map(type, values))
+        if f.dtype == "bool" and float in types:  # NaN marks a missing bool in frames
+            values = [None if _is_nan(v) else v for v in values]
             types = set(map(type, values))
-            if not types <= allowed | {type(None)}:
-                bad = next(v for v in values if type(v) not in allowed and v is not None)
-                expected = "true or false" if f.dtype == "bool" else f"a number ({f.dtype})"
-                raise InvalidFeature(f.name, f"expected {expected}, got {_type_name(bad)} {_show(bad)}")
-            has_none = type(None) in types
-            arr = np.asarray([math.nan if v is None else v for v in values] if has_none else values, dtype=np.float64)
-            missing = np.fromiter((v is None for v in values), bool, len(values)) if has_none else None
-        finite = np.isfinite(arr)
-        if missing is not None:
-            bad_rows = np.flatnonzero(~finite & ~missing)
-            if bad_rows.size:
-                raise InvalidFeature(f.name, f"value {arr[bad_rows[0]]} at row {bad_rows[0]} is not a finite number")
-            if missing.any():
-                if not f.optional:
-                    raise InvalidFeature(
-                        f.name, f"missing at row {int(np.flatnonzero(missing)[0])} but the feature is required"
-                    )
-                if f.impute != "median":
-                    arr[missing] = float(f.impute)  # type: ignore[arg-type]
-            present = arr[~missing]
-        else:
-            if not finite.all():
-                i = int(np.flatnonzero(~finite)[0])
-                raise InvalidFeature(f.name, f"value {arr[i]} at row {i} is not a finite number")
-            present = arr
-        if f.min is not None and (present < f.min).any():
-            raise InvalidFeature(f.name, f"value {present[present < f.min][0]:g} is below the minimum {f.min:g}")
-        if f.max is not None and (present > f.max).any():
-            raise InvalidFeature(f.name, f"value {present[present > f.max][0]:g} is above the maximum {f.max:g}")
-        if f.dtype == "int" and (present != np.floor(present)).any():
-            raise InvalidFeature(f.name, f"expected an integer, got {present[present != np.floor(present)][0]:g}")
-        return arr
+        if not types <= allowed | {type(None)}:
+            bad = next(v for v in values if type(v) not in allowed and v is not None)
+            expected = "true or false" if f.dtype == "bool" else f"a number ({f.dtype})"
+            raise InvalidFeature(f.name, f"expected {expected}, got {_type_name(bad)} {_show(bad)}")
+        if float in types:
+            for i, v in enumerate(values):
+                if v != v:  # an explicit NaN is a bad value, not a missing one
+                    raise InvalidFeature(f.name, f"value nan at row {i} is not a finite number")
+        if type(None) in types:
+            values = [math.nan if v is None else v for v in values]
+        return values
+
+    def _check_numbers(self, numbers: list[Any]) -> np.ndarray:
+        """Range, finiteness, integrality and required-ness of all numeric features at once."""
+        matrix = np.array(numbers, dtype=np.float64)
+        missing = np.isnan(matrix)
+
+        def fail(mask: np.ndarray, problem: str) -> None:
+            if mask.any():
+                k, i = np.argwhere(mask)[0]
+                raise InvalidFeature(
+                    self._numeric[k].name, problem.format(value=matrix[k, i], row=i, f=self._numeric[k])
+                )
+
+        if missing.any():
+            fail(missing & self._required, "missing at row {row} but the feature is required")
+            matrix = np.where(missing & self._constant, self._fill, matrix)
+        with np.errstate(invalid="ignore"):
+            fractional = self._integer & (matrix != np.floor(matrix)) & ~np.isnan(matrix)
+            if (
+                np.isinf(matrix) | (matrix < self._mins) | (matrix > self._maxs) | fractional
+            ).any():  # one pass if all is well
+                fail(np.isinf(matrix), "value {value} at row {row} is not a finite number")
+                fail(matrix < self._mins, "value {value:g} is below the minimum {f.min:g}")
+                fail(matrix > self._maxs, "value {value:g} is above the maximum {f.max:g}")
+                fail(fractional, "expected an integer, got {value:g}")
+        return matrix
 
     def _category(self, f: Feature, values: Sequence[Any]) -> np.ndarray:
         allowed = self._categories[f.name]

@@ -1,0 +1,137 @@
+"""Serving benchmark: our credit_risk predictor vs the stock pattern vs the server's floor.
+
+Each server runs alone, pinned to CPU 0; wrk runs pinned to CPU 1. 1-row V2 infer requests:
+throughput at 8 connections, p50/p99 latency at 1 connection, each after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+MODEL = "credit_risk"
+ROW = {
+    "industry_segment": ("BYTES", "residential_builder"),
+    "company_age_years": ("FP64", 7.5),
+    "annual_revenue_eur": ("FP64", 4_200_000.0),
+    "active_projects": ("INT64", 3),
+    "avg_days_to_pay": ("FP64", 52.0),
+    "late_payment_ratio_12m": ("FP64", 0.31),
+    "outstanding_balance_eur": ("FP64", 310_000.0),
+    "credit_utilisation": ("FP64", 0.86),
+    "contract_type": ("BYTES", "fixed_price"),
+    "retention_held": ("BOOL", True),
+}
+
+
+def v2_body() -> str:
+    inputs = [{"name": k, "shape": [1], "datatype": t, "data": [v]} for k, (t, v) in ROW.items()]
+    return json.dumps({"inputs": inputs})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
+    env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"}
+    proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise TimeoutError(cmd)
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def pct(p: str) -> float:
+        value, u = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * unit[u]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
+
+
+def measure(name: str, cmd: list[str], port: int, script: Path, seconds: int) -> dict[str, float]:
+    proc = start(cmd, port)
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+    try:
+        wrk(url, script, 8, max(3, seconds // 3))  # warm-up
+        throughput = wrk(url, script, 8, seconds)
+        latency = wrk(url, script, 1, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    result = {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"], "rps_1": latency["rps"]}
+    print(
+        f"  {name:<6} {result['rps']:8.0f} req/s (8 conn)   p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms (1 conn)",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian package 'wrk'); `make bench` installs it")
+    from tests.helpers import save_trained_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_trained_model(MODEL, Path(tmp) / MODEL, rows=20_000)
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(v2_body())}\n"
+        )
+        py = sys.executable
+        print(f"serving benchmark: {MODEL}, 1-row V2 infer, server on CPU 0, wrk on CPU 1, {args.seconds}s per run")
+        results = {}
+        for name, extra in [
+            ("floor", ["-m", "bench.baselines", "--kind=floor"]),
+            ("stock", ["-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"]),
+            ("ours", ["-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}", "--enable_grpc=false"]),
+        ]:
+            port = free_port()
+            results[name] = measure(name, [py, *extra, f"--http_port={port}"], port, script, args.seconds)
+    ours, stock, floor = results["ours"], results["stock"], results["floor"]
+    print(
+        f"  ratios: throughput ours/stock {ours['rps'] / stock['rps']:.2f}x (target >= 1.3), "
+        f"ours/floor {ours['rps'] / floor['rps']:.2f}x; p99 ours {ours['p99']:.3f} ms (target <= 1.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
