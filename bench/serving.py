@@ -95,7 +95,8 @@ def measure(name: str, cmd: list[str], port: int, script: Path, seconds: int) ->
         proc.wait(timeout=30)
     result = {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"], "rps_1": latency["rps"]}
     print(
-        f"  {name:<6} {result['rps']:8.0f} req/s (8 conn)   p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms (1 conn)",
+        f"  {name:<6} {result['rps']:8.0f} req/s (8 conn)   "
+        f"p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms (1 conn)",
         flush=True,
     )
     return result

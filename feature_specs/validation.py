@@ -58,9 +58,8 @@ class Validator:
         self._integer = np.array([[f.dtype == "int"] for f in self._numeric])
         constant = [f.optional and f.impute != "median" for f in self._numeric]
         self._constant = np.array([[c] for c in constant])
-        self._fill = np.array(
-            [[float(f.impute) if c else np.nan] for f, c in zip(self._numeric, constant, strict=True)]
-        )  # type: ignore[arg-type]
+        fills = [float(f.impute) if c else np.nan for f, c in zip(self._numeric, constant, strict=True)]  # type: ignore[arg-type]
+        self._fill = np.array([[x] for x in fills])
 
     # -- entry points -------------------------------------------------------------------
 
