@@ -9,6 +9,7 @@ DATA_DIR  ?= data
 HTTP_PORT ?= 8080
 MODEL     ?= credit_risk
 export CONSTRUCTOS_DATA_DIR ?= $(abspath $(DATA_DIR))
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CONSTRUCTOS_DATA_DIR)/mlflow/mlflow.db
 
 .PHONY: help install test test-unit lint fmt demo serve pipeline compile mlflow \
         kafka-up kafka-down trigger manifests-check bench clean
@@ -23,11 +24,14 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP) ## build .venv from the lock file (uv)
 
+# tests are hermetic: they make their own data dirs and stores, never the user's
+HERMETIC := env -u MLFLOW_TRACKING_URI -u CONSTRUCTOS_DATA_DIR
+
 test: $(STAMP) ## run every test (starts Kafka itself when a test needs it)
-	$(PY) -m pytest
+	$(HERMETIC) $(PY) -m pytest
 
 test-unit: $(STAMP) ## fast in-process tests only
-	$(PY) -m pytest -m "not integration"
+	$(HERMETIC) $(PY) -m pytest -m "not integration"
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check .
@@ -37,3 +41,36 @@ lint: $(STAMP) ## ruff + mypy
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# --- serving -------------------------------------------------------------------------------
+serve: $(STAMP) ## serve all three models on HTTP_PORT (default 8080) from the MLflow @champion versions
+	$(PY) -m predictors --http_port=$(HTTP_PORT)
+
+bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), then the pipeline and the trigger
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
+	$(PY) -m bench.serving
+
+# --- manifests, image, rollout -------------------------------------------------------------
+.PHONY: kustomize image pin-image deploy
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := $(abspath build/bin)/kustomize-$(KUSTOMIZE_VERSION)
+IMAGE     ?= ghcr.io/constructos/ml-platform:$(shell sed -n 's/^ *newTag: "\(.*\)"/\1/p' manifests/base/platform/kustomization.yaml)
+ENV       ?= staging
+
+kustomize: $(KUSTOMIZE) ## install the pinned kustomize into build/bin (needs Go)
+
+$(KUSTOMIZE):
+	GOBIN=$(abspath build/bin) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(abspath build/bin)/kustomize $@
+
+manifests-check: $(STAMP) $(KUSTOMIZE) ## build every overlay; validate (KServe CRD, Kubernetes schemas) and lint
+	KUSTOMIZE=$(KUSTOMIZE) $(PY) -m pipelines.manifests_check
+
+image: ## build the platform image (IMAGE=..., default: the tag the manifests pin)
+	docker build -t $(IMAGE) .
+
+pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this commit)
+	cd manifests/overlays/$(ENV) && $(KUSTOMIZE) edit set image ghcr.io/constructos/ml-platform=$(IMAGE)
+
+deploy: manifests-check ## apply an overlay to the current kubectl context (ENV=dev|staging|prod)
+	kubectl apply -k manifests/overlays/$(ENV)
