@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# The one platform image: predictors (KServe ModelServer), pipeline steps, the Kafka trigger,
+# monitoring and the MLflow server. `make image` tags it with the version manifests/base pins.
+ARG BASE=python:3.11-slim-bookworm
+
+# --- build: resolve nothing, install exactly the lock --------------------------------------
+FROM ${BASE} AS build
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when the lock changes.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-install-project
+COPY README.md ./
+COPY feature_specs ./feature_specs
+COPY predictors ./predictors
+COPY pipelines ./pipelines
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-editable
+
+# --- runtime: the virtualenv on a clean base, no build tools, non-root ----------------------
+FROM ${BASE}
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /tmp app
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
+WORKDIR /tmp
+# Numeric, so Kubernetes can verify runAsNonRoot.
+USER 10001:10001
+EXPOSE 8080
+# Every workload names its own command (see manifests/base); this one serves all models.
+CMD ["python", "-m", "predictors", "--model_name=all", "--http_port=8080"]

@@ -1,0 +1,369 @@
+"""manifests/ and `make manifests-check`: real kustomize builds, the real KServe CRD schema,
+and one broken manifest per lint rule."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines import manifests_check as mc
+
+OVERLAYS = ("dev", "staging", "prod")
+Bundle = list[dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> str:
+    """The pinned kustomize; installed with `make kustomize` (Go) when missing."""
+    found = mc.find_kustomize()
+    if not found and shutil.which("go"):
+        subprocess.run(["make", "-s", "kustomize"], cwd=mc.ROOT, check=True)
+        found = mc.find_kustomize()
+    if not found:
+        pytest.skip("no kustomize and no Go to install it (`make kustomize`)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def rendered(kustomize: str) -> dict[str, Bundle]:
+    return {env: mc.build(mc.MANIFESTS / "overlays" / env, kustomize) for env in OVERLAYS}
+
+
+@pytest.fixture
+def staging(rendered: dict[str, Bundle]) -> Bundle:
+    return copy.deepcopy(rendered["staging"])
+
+
+def find(bundle: Bundle, kind: str, name: str) -> dict[str, Any]:
+    return next(r for r in bundle if r["kind"] == kind and r["metadata"]["name"] == name)
+
+
+def rules(bundle: Bundle) -> set[str]:
+    return {f.rule for f in mc.check(bundle)[0]}
+
+
+def predictor(bundle: Bundle, name: str = "credit-risk") -> dict[str, Any]:
+    return find(bundle, "InferenceService", name)["spec"]["predictor"]
+
+
+def container(bundle: Bundle, kind: str = "InferenceService", name: str = "credit-risk") -> dict[str, Any]:
+    return mc.containers(find(bundle, kind, name))[0]
+
+
+# --- the real overlays ----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_overlay_builds_and_passes_every_check(rendered: dict[str, Bundle], env: str) -> None:
+    findings, notes = mc.check(rendered[env])
+    assert findings == []
+    assert notes == ["kafka.strimzi.io/v1beta2 KafkaTopic: no schema here, apiVersion/kind/metadata checked only"]
+    kinds = {r["kind"] for r in rendered[env]}
+    assert {"InferenceService", "Deployment", "Service", "Role", "RoleBinding", "ServiceAccount"} <= kinds
+    assert {"NetworkPolicy", "KafkaTopic", "ConfigMap", "Namespace"} <= kinds
+
+
+@pytest.mark.integration
+def test_every_model_is_served_in_knative_mode_with_its_own_name(rendered: dict[str, Bundle]) -> None:
+    for env, bundle in rendered.items():
+        for model in ("credit_risk", "stock_demand", "lead_score"):
+            isvc = find(bundle, "InferenceService", model.replace("_", "-"))
+            assert isvc["metadata"]["annotations"][mc.DEPLOYMENT_MODE] == "Knative", env
+            c = isvc["spec"]["predictor"]["containers"][0]
+            assert c["command"][:3] == ["python", "-m", "predictors"]
+            assert f"--model_name={model}" in c["command"]
+            assert c["args"] == [f"--model_uri=models:/{model}@champion"]
+            assert c["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{model}/ready"
+            assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+@pytest.mark.integration
+def test_overlays_differ_where_they_should(rendered: dict[str, Bundle]) -> None:
+    def percents(env: str) -> dict[str, str]:
+        return {
+            r["metadata"]["name"]: r["metadata"]["annotations"]["constructos.io/canary-percent"]
+            for r in rendered[env]
+            if r["kind"] == "InferenceService"
+        }
+
+    assert set(percents("staging").values()) == {"10"}
+    assert len(set(percents("prod").values())) > 1  # chosen per model
+    assert predictor(rendered["prod"], "lead-score")["minReplicas"] > predictor(rendered["staging"])["minReplicas"]
+    assert predictor(rendered["dev"])["minReplicas"] == 0
+    settings = find(rendered["prod"], "ConfigMap", "platform-settings")["data"]
+    assert settings["CONSTRUCTOS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    topic = find(rendered["dev"], "KafkaTopic", "finance-payment-history")
+    assert topic["metadata"]["namespace"] == "kafka" and topic["spec"]["replicas"] == 1
+
+
+@pytest.mark.integration
+def test_trigger_rbac_is_least_privilege(staging: Bundle) -> None:
+    role = find(staging, "Role", "trigger")
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    assert ("serving.kserve.io", "inferenceservices", "patch") in granted
+    assert ("pipelines.kubeflow.org", "runs", "create") in granted
+    assert not any("*" in item for item in granted)
+    assert not any(v in {"delete", "deletecollection", "escalate", "bind"} for _, _, v in granted)
+    assert {g for g, _, _ in granted} == {"serving.kserve.io", "pipelines.kubeflow.org"}
+    binding = find(staging, "RoleBinding", "trigger")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trigger", "namespace": "constructos-ml"}]
+    assert find(staging, "Deployment", "trigger")["spec"]["template"]["spec"]["serviceAccountName"] == "trigger"
+
+
+@pytest.mark.integration
+def test_only_erp_namespaces_and_the_knative_data_plane_reach_predictors(staging: Bundle) -> None:
+    policy = find(staging, "NetworkPolicy", "predictors-from-erp")
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"constructos.io/erp": "true"}}} in sources
+    assert all("podSelector" not in s for s in sources)  # not even the platform's own pods
+    assert find(staging, "NetworkPolicy", "default-deny-ingress")["spec"]["podSelector"] == {}
+
+
+@pytest.mark.integration
+def test_mlflow_server_sets_allowed_hosts_for_its_service(staging: Bundle) -> None:
+    args = container(staging, "Deployment", "mlflow")["args"]
+    allowed = next(a for a in args if a.startswith("--allowed-hosts="))
+    tracking = find(staging, "ConfigMap", "platform-settings")["data"]["MLFLOW_TRACKING_URI"]
+    host = tracking.split("//", 1)[1].rstrip("/")
+    assert host in allowed.split("=", 1)[1].split(",")
+
+
+# --- one broken manifest per rule -----------------------------------------------------------
+
+Breaker = Callable[[Bundle], None]
+
+
+def _canary(percent: int) -> Breaker:
+    return lambda b: predictor(b).__setitem__("canaryTrafficPercent", percent)
+
+
+def _mode(mode: str | None) -> Breaker:
+    def breaker(b: Bundle) -> None:
+        annotations = find(b, "InferenceService", "credit-risk")["metadata"]["annotations"]
+        if mode is None:
+            del annotations[mc.DEPLOYMENT_MODE]
+        else:
+            annotations[mc.DEPLOYMENT_MODE] = mode
+        predictor(b)["canaryTrafficPercent"] = 10
+
+    return breaker
+
+
+def _standard_canary_list(b: Bundle) -> None:
+    isvc = find(b, "InferenceService", "credit-risk")
+    isvc["spec"]["canary"] = [{"trafficPercent": 10, "predictor": copy.deepcopy(isvc["spec"]["predictor"])}]
+
+
+def _no_model_name(b: Bundle) -> None:
+    c = container(b)
+    c["command"] = [a for a in c["command"] if not a.startswith("--model_name")]
+
+
+def _image(image: str) -> Breaker:
+    return lambda b: container(b, "Deployment", "monitoring").__setitem__("image", image)
+
+
+def _drop(key: str, kind: str = "InferenceService", name: str = "credit-risk") -> Breaker:
+    return lambda b: container(b, kind, name).pop(key)
+
+
+def _root_pod(b: Bundle) -> None:
+    find(b, "Deployment", "trigger")["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")
+
+
+def _escalation(b: Bundle) -> None:
+    container(b)["securityContext"]["allowPrivilegeEscalation"] = True
+
+
+def _logger(b: Bundle) -> None:
+    predictor(b)["logger"]["url"] = "http://monitor.constructos-ml.svc.cluster.local:8000/events"
+
+
+def _other_tag(b: Bundle) -> None:
+    container(b, "Deployment", "trigger")["image"] = "ghcr.io/constructos/ml-platform:0.0.9"
+
+
+def _configmap_image(b: Bundle) -> None:
+    find(b, "ConfigMap", "platform-settings")["data"]["CONSTRUCTOS_IMAGE"] = "ghcr.io/constructos/ml-platform:0.0.9"
+
+
+def _unknown_isvc_field(b: Bundle) -> None:
+    predictor(b)["canaryTrafficPercnt"] = 10  # misspelt: the API server would prune it silently
+
+
+def _bad_quantity(b: Bundle) -> None:
+    container(b)["resources"]["requests"]["cpu"] = "lots"
+
+
+def _unknown_core_field(b: Bundle) -> None:
+    find(b, "Deployment", "mlflow")["spec"]["replica"] = 2
+
+
+def _unknown_container_field(b: Bundle) -> None:
+    container(b, "Deployment", "trigger")["imagePullPolicie"] = "Always"
+
+
+def _bad_topic_name(b: Bundle) -> None:
+    find(b, "KafkaTopic", "sales-opportunities")["metadata"]["name"] = "Sales_Opportunities"
+
+
+BROKEN: dict[str, tuple[Breaker, set[str]]] = {
+    "canary above 100": (_canary(150), {"canary-range"}),
+    "canary below 0": (_canary(-1), {"canary-range"}),
+    "canary in Standard mode": (_mode("Standard"), {"canary-ignored"}),
+    "canary in RawDeployment mode": (_mode("RawDeployment"), {"canary-ignored"}),
+    "canary without a mode": (_mode(None), {"deployment-mode", "canary-ignored"}),
+    "unknown mode": (_mode("Serverfull"), {"deployment-mode", "canary-ignored"}),
+    "spec.canary in Knative mode": (_standard_canary_list, {"canary-ignored"}),
+    "no --model_name": (_no_model_name, {"model-name"}),
+    "image tag latest": (_image("busybox:latest"), {"image-tag"}),
+    "image without tag": (_image("ghcr.io/constructos/ml-platform"), {"image-tag"}),
+    "predictor without resources": (_drop("resources"), {"resources"}),
+    "mlflow without resources": (_drop("resources", "Deployment", "mlflow"), {"resources"}),
+    "predictor without readiness": (_drop("readinessProbe"), {"probes"}),
+    "predictor without liveness": (_drop("livenessProbe"), {"probes"}),
+    "mlflow without liveness": (_drop("livenessProbe", "Deployment", "mlflow"), {"probes"}),
+    "predictor may run as root": (_drop("securityContext"), {"non-root"}),
+    "trigger pod may run as root": (_root_pod, {"non-root"}),
+    "privilege escalation": (_escalation, {"non-root"}),
+    "logger to no Service": (_logger, {"logger-url"}),
+    "two platform tags": (_other_tag, {"image-consistency"}),
+    "settings name another image": (_configmap_image, {"image-consistency"}),
+    "unknown InferenceService field": (_unknown_isvc_field, {"schema"}),
+    "bad quantity": (_bad_quantity, {"schema"}),
+    "unknown Deployment field": (_unknown_core_field, {"schema"}),
+    "unknown container field": (_unknown_container_field, {"schema"}),
+    "KafkaTopic name": (_bad_topic_name, {"sanity"}),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_each_rule_catches_its_broken_manifest(staging: Bundle, case: str) -> None:
+    breaker, expected = BROKEN[case]
+    breaker(staging)
+    assert rules(staging) == expected
+
+
+@pytest.mark.integration
+def test_a_digest_is_a_pinned_image(staging: Bundle) -> None:
+    digest = "ghcr.io/constructos/ml-platform@sha256:" + "0" * 64
+    for res in staging:
+        for c in mc.containers(res):
+            c["image"] = digest
+    find(staging, "ConfigMap", "platform-settings")["data"]["CONSTRUCTOS_IMAGE"] = digest
+    assert rules(staging) == set()
+
+
+# --- the command, end to end on a copy of manifests/ ----------------------------------------
+
+
+@pytest.fixture
+def manifests_copy(tmp_path: Path) -> Path:
+    shutil.copytree(mc.MANIFESTS, tmp_path / "manifests")
+    return tmp_path / "manifests"
+
+
+@pytest.mark.integration
+def test_command_fails_on_a_broken_overlay(
+    kustomize: str, manifests_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUSTOMIZE", kustomize)
+    overlay = manifests_copy / "overlays" / "staging"
+    assert mc.main([str(overlay)]) == 0
+    rollout = overlay / "rollout" / "lead_score.yaml"
+    ops = yaml.safe_load(rollout.read_text())
+    ops.append({"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 150})
+    rollout.write_text(yaml.safe_dump(ops))
+    assert mc.main([str(overlay)]) == 1
+    assert "InferenceService/constructos-ml/lead-score: [canary-range]" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_command_fails_when_kustomize_cannot_build(
+    kustomize: str, manifests_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUSTOMIZE", kustomize)
+    overlay = manifests_copy / "overlays" / "dev"
+    (overlay / "predictors.yaml").unlink()
+    assert mc.main([str(overlay)]) == 1
+
+
+@pytest.mark.integration
+def test_the_deployed_image_reaches_the_pipeline_settings(kustomize: str, manifests_copy: Path) -> None:
+    """CI pins a per-commit tag with `kustomize edit set image`; everything follows it."""
+    overlay = manifests_copy / "overlays" / "staging"
+    image = "ghcr.io/constructos/ml-platform:sha-1234abc"
+    subprocess.run([kustomize, "edit", "set", "image", image], cwd=overlay, check=True)
+    bundle = mc.build(overlay, kustomize)
+    assert {c["image"] for r in bundle for c in mc.containers(r)} == {image}
+    assert find(bundle, "ConfigMap", "platform-settings")["data"]["CONSTRUCTOS_IMAGE"] == image
+    assert mc.check(bundle)[0] == []
+
+
+# --- fast checks, no kustomize --------------------------------------------------------------
+
+
+def test_closed_schema_rejects_unknown_fields_but_keeps_open_maps() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {"type": "object", "properties": {"a": {"type": "integer"}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "status": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    closed = mc.close_schema(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["spec"]["additionalProperties"] is False
+    assert closed["properties"]["labels"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in closed["properties"]["status"]
+    assert "additionalProperties" not in schema  # the input is left alone
+
+
+def test_crd_schema_rejects_a_misspelt_container_field() -> None:
+    isvc = next(yaml.safe_load_all((mc.MANIFESTS / "base" / "platform" / "inferenceservices.yaml").read_text()))
+    assert list(mc.isvc_validator().iter_errors(isvc)) == []
+    isvc["spec"]["predictor"]["containers"][0]["readynessProbe"] = {}
+    errors = list(mc.isvc_validator().iter_errors(isvc))
+    assert len(errors) == 1 and "readynessProbe" in errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("image", "tag"),
+    [
+        ("a/b:1.2", "1.2"),
+        ("a/b", None),
+        ("host:5000/a/b", None),
+        ("host:5000/a/b:x", "x"),
+        ("a@sha256:ab", "sha256:ab"),
+    ],
+)
+def test_image_tag(image: str, tag: str | None) -> None:
+    assert mc.image_tag(image) == tag
+
+
+def test_kafka_topics_cover_every_topic_the_platform_uses() -> None:
+    from pipelines.topics import all_topics
+
+    topics = yaml.safe_load_all((mc.MANIFESTS / "base" / "kafka" / "topics.yaml").read_text())
+    declared = {t["spec"]["topicName"] for t in topics}
+    assert declared == set(all_topics())
+
+
+def test_the_manifests_pin_the_image_the_pipelines_use() -> None:
+    from pipelines.settings import Settings
+
+    kustomization = yaml.safe_load((mc.MANIFESTS / "base" / "platform" / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    assert f"{image['name']}:{image['newTag']}" == Settings.model_fields["image"].default
