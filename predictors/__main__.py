@@ -12,9 +12,10 @@ import logging
 
 from kserve import model_server
 
+from predictors.inference_log import InferenceLog
 from predictors.registry import PREDICTORS
 from predictors.server import serve
-from predictors.settings import ServingSettings
+from predictors.settings import INFERENCE_LOG_TOPIC, ServingSettings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,21 +36,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max_batch", type=int, default=None, help="largest batch one request may carry (rows)")
     parser.add_argument("--no_onnx", action="store_true", help="score with scikit-learn instead of ONNX Runtime")
+    parser.add_argument("--shadow_uri", default=None, help="shadow mode: also score this version (single model only)")
+    parser.add_argument("--inference_log", action="store_true", help="publish scored requests to Kafka")
     args, _ = parser.parse_known_args(argv)
-    if args.model_uri and args.model_name == "all":
-        parser.error("--model_uri needs a single --model_name")
+    if (args.model_uri or args.shadow_uri) and args.model_name == "all":
+        parser.error("--model_uri and --shadow_uri need a single --model_name")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"max_batch": args.max_batch} if args.max_batch else {}
-    if args.no_onnx:
-        overrides["use_onnx"] = False
+    flags = {
+        "max_batch": args.max_batch,
+        "use_onnx": False if args.no_onnx else None,
+        "shadow_uri_template": args.shadow_uri,
+        "inference_log": True if args.inference_log else None,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}  # flags beat the environment
     settings = ServingSettings(**overrides)
     names = list(PREDICTORS) if args.model_name == "all" else [args.model_name]
-    models = [PREDICTORS[name](args.model_uri, settings=settings) for name in names]
+    log = InferenceLog(settings, INFERENCE_LOG_TOPIC, settings.inference_log_queue) if settings.inference_log else None
+    models = [PREDICTORS[name](args.model_uri, settings=settings, inference_log=log) for name in names]
     serve(models, http_port=args.http_port, workers=args.workers, enable_grpc=args.enable_grpc)
 
 

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
+from kserve.model import InferenceVerb
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
+from predictors import metrics
+from predictors.inference_log import InferenceLog
 from predictors.runtime import LoadedModel, Scorer, load_model
 from predictors.settings import ServingSettings
 
@@ -53,7 +59,12 @@ class SpecModel(Model):
     spec_name: ClassVar[str]
 
     def __init__(
-        self, model_uri: str | None = None, *, name: str | None = None, settings: ServingSettings | None = None
+        self,
+        model_uri: str | None = None,
+        *,
+        name: str | None = None,
+        settings: ServingSettings | None = None,
+        inference_log: InferenceLog | None = None,
     ):
         self.spec: FeatureSpec = load_spec(self.spec_name)
         super().__init__(name or self.spec.name)
@@ -63,6 +74,15 @@ class SpecModel(Model):
         self.loaded: LoadedModel | None = None
         self.scorer: Scorer | None = None
         self.ready = False
+        self.shadow_uri = (
+            self.settings.shadow_uri_template.format(model=self.spec.name)
+            if self.settings.shadow_uri_template
+            else None
+        )
+        self.shadow: LoadedModel | None = None
+        self.shadow_scorer: Scorer | None = None
+        self._shadow_pool: ThreadPoolExecutor | None = None
+        self.inference_log = inference_log
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -75,15 +95,27 @@ class SpecModel(Model):
             logger.error("model %s: cannot load %s: %s: %s", self.name, self.model_uri, type(exc).__name__, exc)
             self.ready = False
             return False
-        logger.info(
-            "model %s: loaded version %s from %s (runtime %s)",
-            self.name,
-            self.version,
-            self.model_uri,
-            self.scorer.runtime,
-        )
+        logger.info("model %s: version %s from %s (%s)", self.name, self.version, self.model_uri, self.scorer.runtime)
+        self._info("champion", self.loaded, self.scorer)
+        if self.shadow_uri:
+            self._load_shadow(self.shadow_uri)
         self.ready = True
         return True
+
+    def _load_shadow(self, uri: str) -> None:
+        """Shadow mode: a second version scored on every request, never answering; optional."""
+        try:
+            self.shadow = load_model(uri)
+            self.shadow_scorer = Scorer(self.spec, self.shadow.pipeline, use_onnx=self.settings.use_onnx)
+        except Exception as exc:
+            logger.warning("model %s: no shadow version from %s (%s); serving without shadow", self.name, uri, exc)
+            return
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-shadow")
+        self._info("challenger", self.shadow, self.shadow_scorer)
+        logger.info("model %s: shadowing version %s from %s", self.name, self.shadow.version, uri)
+
+    def _info(self, role: str, loaded: LoadedModel, scorer: Scorer) -> None:
+        metrics.MODEL_INFO.labels(self.name, loaded.version, role, scorer.runtime, self.spec.version).set(1)
 
     @property
     def version(self) -> str | None:
@@ -102,6 +134,22 @@ class SpecModel(Model):
 
     def validate(self, payload: Any) -> Any:  # preprocess has already checked everything
         return payload
+
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> Any:
+        protocol = "v2" if isinstance(body, InferRequest) else "query" if isinstance(body, QueryRequest) else "v1"
+        outcome = "ok"
+        try:
+            return await super().__call__(body, headers, verb)
+        except InvalidInput:
+            outcome = "invalid_input"
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            metrics.REQUESTS.labels(self.name, self.version or "", protocol, outcome).inc()
 
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         try:
@@ -125,6 +173,7 @@ class SpecModel(Model):
                 columns = {name: frame[name].to_numpy() for name in frame.columns}
                 return Batch(columns, len(instances), "v1", _request_id(headers))
         except InvalidFeature as exc:
+            metrics.VALIDATION_FAILURES.labels(self.name, exc.field).inc()
             raise InvalidInput(str(exc)) from None
         if isinstance(payload, bytes | str):
             raise InvalidInput("body: expected a JSON object (Content-Type: application/json)")
@@ -161,6 +210,10 @@ class SpecModel(Model):
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> InferResponse | dict[str, Any]:
         assert batch.scores is not None
         outputs = self.outputs(batch.scores)
+        self._observe("champion", self.version or "", batch.scores)
+        self._log("champion", self.version, batch, outputs)
+        if self._shadow_pool is not None:
+            self._shadow_pool.submit(self._score_shadow, batch)
         if batch.protocol == "v2":
             return InferResponse(
                 response_id=batch.request_id,
@@ -177,6 +230,41 @@ class SpecModel(Model):
         ]
         answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         return answer | (rows[0] if batch.protocol == "query" else {"predictions": rows})
+
+    # -- monitoring ---------------------------------------------------------------------
+
+    def _observe(self, role: str, version: str, scores: np.ndarray) -> None:
+        metrics.ROWS.labels(self.name, version, role).inc(len(scores))
+        histogram = (metrics.SCORES if self.spec.is_classifier else metrics.VALUES).labels(self.name, version, role)
+        for score in scores.tolist():
+            histogram.observe(score)
+
+    def _log(self, role: str, version: str | None, batch: Batch, outputs: list[Output]) -> None:
+        if self.inference_log is None:
+            return
+        self.inference_log.publish(
+            {
+                "request_id": batch.request_id,
+                "model": self.name,
+                "model_version": version,
+                "role": role,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "inputs": batch.columns,
+                "outputs": {name: values for name, _, values in outputs},
+            }
+        )
+
+    def _score_shadow(self, batch: Batch) -> None:
+        """Score the shadow version after the answer has gone; log it beside the champion."""
+        assert self.shadow_scorer is not None and self.shadow is not None
+        try:
+            started = time.perf_counter()
+            scores = self.shadow_scorer(batch.columns)
+            metrics.SHADOW_SECONDS.labels(self.name, self.shadow.version).observe(time.perf_counter() - started)
+            self._observe("challenger", self.shadow.version, scores)
+            self._log("challenger", self.shadow.version, batch, self.outputs(scores))
+        except Exception:  # the shadow must never hurt serving
+            logger.exception("model %s: shadow scoring failed", self.name)
 
     # -- outputs ------------------------------------------------------------------------
 

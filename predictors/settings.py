@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+
+from predictors.kafka_settings import KafkaSettings
+
+INFERENCE_LOG_TOPIC = "mlops.inference-log"
 
 
-class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONSTRUCTOS_", extra="ignore")
-
+class ServingSettings(KafkaSettings):
     model_uri_template: str = "models:/{model}@champion"
     """Where each model is loaded from when no ``--model_uri`` is given: an MLflow URI or a
     local MLflow model directory; ``{model}`` is replaced by the model name."""
+
+    shadow_uri_template: str | None = None
+    """Shadow mode: also score this version (e.g. ``models:/{model}@challenger``) on every
+    request, off the latency path; only the primary answers, both are logged."""
 
     max_batch: int | None = Field(default=None, gt=0)
     """Largest batch (rows) one request may carry; default: the spec's ``max_batch``."""
@@ -22,7 +27,9 @@ class ServingSettings(BaseSettings):
     offload_rows: int = Field(default=64, gt=0)
     """Batches of at least this many rows are scored in a worker thread, off the event loop."""
 
-    mlflow_tracking_uri: str | None = Field(
-        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CONSTRUCTOS_MLFLOW_TRACKING_URI")
-    )
-    """MLflow tracking server / registry for ``models:/`` URIs."""
+    inference_log: bool = False
+    """Publish every scored request (inputs, outputs, version, request id) to Kafka topic
+    ``mlops.inference-log`` in the background; a broker outage never fails a request."""
+
+    inference_log_queue: int = Field(default=10_000, gt=0)
+    """Records held while the broker is slow or away; beyond it records are dropped and counted."""

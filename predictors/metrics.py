@@ -1,0 +1,38 @@
+"""Prometheus metrics of the predictors, beside KServe's latency histograms on ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "constructos_requests_total",
+    "Scoring requests by model, version, protocol and outcome (ok, invalid_input, error).",
+    ["model", "version", "protocol", "outcome"],
+)
+ROWS = Counter("constructos_rows_scored_total", "Rows scored.", ["model", "version", "role"])
+VALIDATION_FAILURES = Counter(
+    "constructos_validation_failures_total", "Requests refused, by the field that was wrong.", ["model", "field"]
+)
+SCORES = Histogram(
+    "constructos_prediction_score",
+    "Predicted probabilities of the classifiers.",
+    ["model", "version", "role"],
+    buckets=[i / 20 for i in range(1, 21)],
+)
+VALUES = Histogram(
+    "constructos_prediction_value",
+    "Predicted values of the regression models.",
+    ["model", "version", "role"],
+    buckets=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000],
+)
+MODEL_INFO = Gauge(
+    "constructos_model_info",
+    "1 for the model version loaded in each role (champion serves, challenger shadows).",
+    ["model", "version", "role", "runtime", "spec_version"],
+)
+INFERENCE_LOG_DROPPED = Counter(
+    "constructos_inference_log_dropped_total", "Inference-log records dropped (queue full or broker away).", ["model"]
+)
+SHADOW_SECONDS = Histogram(
+    "constructos_shadow_seconds", "Time to score the shadow version, off the latency path.", ["model", "version"]
+)
