@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     names = list(PREDICTORS) if args.model_name == "all" else [args.model_name]
     log = InferenceLog(settings, INFERENCE_LOG_TOPIC, settings.inference_log_queue) if settings.inference_log else None
     models = [PREDICTORS[name](args.model_uri, settings=settings, inference_log=log) for name in names]
-    serve(models, http_port=args.http_port, workers=args.workers, enable_grpc=args.enable_grpc)
+    serve(
+        models,
+        retry_seconds=settings.load_retry_seconds,
+        http_port=args.http_port,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+    )
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ class SpecModel(Model):
         self.ready = True
         return True
 
+    def start(self) -> None:
+        """KServe's default marks every model ready at server start; ours is ready once loaded."""
+
     def _load_shadow(self, uri: str) -> None:
         """Shadow mode: a second version scored on every request, never answering; optional."""
         try:

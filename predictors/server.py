@@ -11,6 +11,8 @@ answers "not ready" while the others serve.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,15 +113,26 @@ def create_app(models: Sequence[SpecModel]) -> FastAPI:
     return app
 
 
-def serve(models: Sequence[SpecModel], **server_options: Any) -> None:
-    """Start the KServe ModelServer with ``models``; blocks until stopped."""
+def serve(models: Sequence[SpecModel], *, retry_seconds: float = 30.0, **server_options: Any) -> None:
+    """Start the KServe ModelServer with ``models``; blocks until stopped. Models that cannot
+    load answer "not ready" and are retried every ``retry_seconds`` in the background."""
     from kserve import ModelServer, model_server
 
     server = ModelServer(**server_options)
     quiet_client_errors()
     _register(models, server.registered_models)
     add_platform_routes(model_server.app, server.dataplane)
-    ready = [m for m in models if m.ready]
-    if not ready:  # KServe refuses to start with no ready model; keep the others visible anyway
+    if not any(m.ready for m in models):  # KServe will not start empty; let the platform restart us
         raise SystemExit(f"no model could be loaded: {', '.join(m.name for m in models)} (see the errors above)")
+    pending = [m for m in models if not m.ready]
+    if pending and retry_seconds > 0:
+        threading.Thread(target=_keep_loading, args=(pending, retry_seconds), daemon=True).start()
     server.start(list(models))
+
+
+def _keep_loading(models: Sequence[SpecModel], every: float) -> None:
+    """Retry models that could not load (registry not reachable yet, alias not set yet)."""
+    waiting = list(models)
+    while waiting:
+        time.sleep(every)
+        waiting = [m for m in waiting if not m.load()]

@@ -18,6 +18,9 @@ class ServingSettings(KafkaSettings):
     """Shadow mode: also score this version (e.g. ``models:/{model}@challenger``) on every
     request, off the latency path; only the primary answers, both are logged."""
 
+    load_retry_seconds: float = Field(default=30.0, ge=0)
+    """A model that cannot load is retried this often while the others serve (0: never)."""
+
     max_batch: int | None = Field(default=None, gt=0)
     """Largest batch (rows) one request may carry; default: the spec's ``max_batch``."""
 

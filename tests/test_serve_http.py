@@ -99,3 +99,32 @@ def test_single_model_with_explicit_uri(model_dirs: dict[str, Path]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_model_that_cannot_load_is_retried_while_the_others_serve(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    for name in ("credit_risk", "lead_score"):
+        shutil.copytree(model_dirs[name], tmp_path / name)
+    port = free_port()
+    env = os.environ | {
+        "CONSTRUCTOS_MODEL_URI_TEMPLATE": str(tmp_path / "{model}"),
+        "CONSTRUCTOS_LOAD_RETRY_SECONDS": "1",
+    }
+    cmd = [sys.executable, "-m", "predictors", f"--http_port={port}", "--enable_grpc=false"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        assert httpx.get(f"{url}/v2/models/stock_demand/ready").status_code == 503
+        assert httpx.get(f"{url}/v2/models/credit_risk/ready").status_code == 200
+        shutil.copytree(model_dirs["stock_demand"], tmp_path / "stock_demand")  # the registry catches up
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v2/models/stock_demand/ready").status_code != 200:
+            assert time.monotonic() < deadline, "stock_demand never became ready"
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
