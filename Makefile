@@ -50,6 +50,44 @@ bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), then the p
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	$(PY) -m bench.serving
 
+# --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
+.PHONY: demo-train
+ARGS ?=
+
+pipeline: $(STAMP) ## train MODEL with kfp.local (lands synthetic rows first if it has none); ARGS="--hp learning_rate=0.05"
+	$(PY) -m pipelines.demo --land-only --models $(MODEL)
+	$(PY) -m pipelines.run $(MODEL) $(ARGS)
+
+compile: $(STAMP) ## write the KFP IR YAML of the training pipeline (build/pipelines/<model>.yaml) for the KFP UI
+	$(PY) -m pipelines.compile --out build/pipelines
+
+mlflow: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the pipeline's store (MLFLOW_TRACKING_URI)
+	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) \
+	  --default-artifact-root $(CONSTRUCTOS_DATA_DIR)/mlflow/artifacts --host 127.0.0.1 --port 5000
+
+demo-train: $(STAMP) ## land synthetic data where missing, train all three models, compare with the best achievable
+	$(PY) -m pipelines.demo
+
+# --- Kafka: broker, trigger, publisher -----------------------------------------------------
+.PHONY: publish bench-trigger
+ROWS ?= 5000
+
+kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars cached in build/kafka, data in DATA_DIR/kafka) + topics
+	bash scripts/kafka.sh up
+	$(PY) -m pipelines.topics
+
+kafka-down: ## stop the local Kafka broker (its data is kept)
+	bash scripts/kafka.sh down
+
+trigger: $(STAMP) ## run the Kafka trigger: land events, dead-letter bad ones, launch retraining
+	$(PY) -m pipelines.trigger
+
+publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.parquet) to its topic
+	$(PY) -m pipelines.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
+
+bench-trigger: $(STAMP) ## trigger throughput: 100k events per model through the broker (after kafka-up)
+	$(PY) -m pipelines.bench_trigger --events 100000
+
 # --- manifests, image, rollout -------------------------------------------------------------
 .PHONY: kustomize image pin-image deploy
 KUSTOMIZE_VERSION := v5.8.1

@@ -61,7 +61,7 @@ def _credit_risk(rng: np.random.Generator, n: int) -> tuple[dict[str, Any], np.n
     late_ratio = rng.beta(2, 6, n)
     days_to_pay = np.clip(rng.gamma(6, 6, n) + 60 * late_ratio, 1, 720).round(0)
     utilisation = np.clip(rng.beta(2.5, 3, n) * 1.4 + 0.4 * late_ratio, 0, 5)
-    balance = (revenue * rng.uniform(0.01, 0.12, n)).round(2)
+    balance = np.minimum(revenue * rng.uniform(0.01, 0.12, n), 5e9).round(2)
     contract_effect = {"fixed_price": 0.0, "cost_plus": -0.2, "time_and_materials": 0.1, "unit_price": 0.2}
     contract = _choice(rng, dict(zip(contract_effect, [45, 20, 20, 15], strict=True)), n)
     retention = rng.random(n) < 0.4

@@ -13,19 +13,24 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def model_dir(root: Path, model: str) -> Path:
     return root / model
 
 
-def write_part(root: Path, model: str, frame: pd.DataFrame) -> Path:
-    """Durably append ``frame`` as one new part; returns its path."""
+def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
+    """Durably append ``frame`` (a DataFrame or an Arrow table) as one new part; returns its path."""
     folder = model_dir(root, model)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = final.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
+    if isinstance(frame, pa.Table):
+        pq.write_table(frame, tmp)
+    else:
+        frame.to_parquet(tmp, index=False)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
@@ -39,6 +44,14 @@ def write_part(root: Path, model: str, frame: pd.DataFrame) -> Path:
 
 def parts(root: Path, model: str) -> list[Path]:
     return sorted(model_dir(root, model).glob("part-*.parquet"))
+
+
+def event_ids(root: Path, model: str) -> set[str]:
+    """The ids of every landed event of a model (reads only that column): the trigger's de-duplication."""
+    ids: set[str] = set()
+    for p in parts(root, model):
+        ids.update(pq.read_table(p, columns=["event_id"]).column(0).to_pylist())
+    return ids
 
 
 def read(root: Path, model: str, since: str | None = None, until: str | None = None) -> pd.DataFrame:

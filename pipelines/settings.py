@@ -40,6 +40,27 @@ class Settings(BaseSettings):
     """SASL password (never logged)."""
     kafka_ssl_cafile: str | None = None
     """CA bundle that signs the brokers' certificates."""
+    kafka_ssl_certfile: str | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    kafka_ssl_keyfile: str | None = None
+    """Private key (PEM) of the client certificate."""
+    kafka_topic_prefix: str = ""
+    """Prepended to every topic name, e.g. ``staging.`` when environments share a cluster."""
+    kafka_topic_partitions: int = Field(default=3, gt=0)
+    """Partitions of the topics the project creates (more partitions: more trigger replicas)."""
+    kafka_replication_factor: int = Field(default=1, gt=0)
+    """Replication factor of the topics the project creates (3 on a production cluster)."""
+    kafka_retry_max_s: float = Field(default=30.0, gt=0)
+    """Longest pause between two attempts to reach an unreachable broker (backoff doubles up to it)."""
+
+    trigger_group: str = "constructos-trigger"
+    """Consumer group of the trigger; its replicas share the partitions."""
+    trigger_models: list[str] = Field(default_factory=list)
+    """Models whose source topics the trigger consumes (JSON list in the environment); empty: all."""
+    trigger_max_poll_records: int = Field(default=10_000, gt=0)
+    """Records handled (validated, landed, committed) per batch."""
+    trigger_max_event_bytes: int = Field(default=64 * 1024, gt=0)
+    """Larger events are dead-lettered as oversized."""
 
     pipeline_runner: Literal["local", "kfp"] = "local"
     """Where training runs go: ``local`` (kfp.local in this process) or ``kfp`` (a KFP endpoint)."""
@@ -52,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
+
+    @property
+    def trigger_state_path(self) -> Path:
+        return self.data_dir / "trigger" / "state.json"
 
     @property
     def tracking_uri(self) -> str:
@@ -75,8 +100,9 @@ class Settings(BaseSettings):
                 "sasl_plain_username": self.kafka_sasl_username,
                 "sasl_plain_password": self.kafka_sasl_password,
             }
-        if self.kafka_ssl_cafile:
-            options["ssl_cafile"] = self.kafka_ssl_cafile
+        for name in ("cafile", "certfile", "keyfile"):
+            if value := getattr(self, f"kafka_ssl_{name}"):
+                options[f"ssl_{name}"] = value
         return options
 
 

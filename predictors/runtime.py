@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from feature_specs import FeatureSpec, Validator
+from feature_specs.transform import SKOPS_TRUSTED_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ def _resolve_registry_version(uri: str) -> str:
 def load_model(uri: str) -> LoadedModel:
     """Load from ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a local directory."""
     import mlflow.artifacts
-    import mlflow.sklearn
     from mlflow.models import Model
 
     if uri.startswith("models:/"):
@@ -63,12 +63,26 @@ def load_model(uri: str) -> LoadedModel:
         if not (local / "MLmodel").is_file():
             raise FileNotFoundError(f"{uri}: not an MLflow model directory (no MLmodel file)")
         version = ""
-    metadata = Model.load(str(local / "MLmodel")).metadata or {}
+    mlmodel = Model.load(str(local / "MLmodel"))
+    metadata = mlmodel.metadata or {}
     version = version or str(metadata.get("model_version") or local.name)
-    pipeline = mlflow.sklearn.load_model(str(local))
+    pipeline = _load_skops(local, mlmodel.flavors.get("sklearn", {}))
     reference_file = local / "reference.json"
     reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
     return LoadedModel(pipeline, version, uri, metadata, reference)
+
+
+def _load_skops(local: Path, flavor: dict[str, Any]) -> Any:
+    """The fitted pipeline from the model's skops file, trusting only the types *we* list.
+
+    MLflow would trust whatever list the model's own MLmodel file carries; a crafted artefact
+    could widen it. Pickle formats are refused outright.
+    """
+    import skops.io
+
+    if flavor.get("serialization_format") != "skops":
+        raise ValueError(f"{local}: sklearn model not saved with skops (found {flavor.get('serialization_format')!r})")
+    return skops.io.load(local / flavor.get("pickled_model", "model.skops"), trusted=SKOPS_TRUSTED_TYPES)
 
 
 def _to_onnx(spec: FeatureSpec, pipeline: Any) -> Any:

@@ -355,3 +355,15 @@ def test_onnx_and_sklearn_runtimes_give_the_same_answer(model_dirs: dict[str, Pa
             answers.append(infer(c, "stock_demand", body).json()["outputs"][0]["data"])
         assert model.scorer is not None and model.scorer.runtime == ("onnxruntime" if use_onnx else "sklearn")
     np.testing.assert_allclose(answers[0], answers[1], rtol=1e-4)
+
+
+def test_pickled_models_are_refused(tmp_path: Path) -> None:
+    """No pickle: only skops artefacts load, with the types our code trusts (not the file's list)."""
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+
+    mlflow.sklearn.save_model(
+        DummyClassifier().fit([[0], [1]], [0, 1]), str(tmp_path / "pickled"), serialization_format="cloudpickle"
+    )
+    with pytest.raises(ValueError, match="not saved with skops"):
+        load_model(str(tmp_path / "pickled"))

@@ -1,0 +1,157 @@
+# mypy: disable-error-code="valid-type"
+# (kfp reads the NamedTuple(...) / OutputPath(...) annotations, which mypy does not understand)
+"""Thin kfp components around ``pipelines.steps``: artifacts in, artifacts out, logic elsewhere.
+
+Each body imports what it needs (kfp runs the function's source on its own). The base image is
+the platform image, which contains this project and kfp, so no packages are installed at run time.
+"""
+
+import functools
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output, OutputPath
+
+from pipelines.settings import get_settings
+
+component = functools.partial(dsl.component, base_image=get_settings().image, install_kfp_package=False)
+
+
+@component
+def extract(model: str, since: str, until: str, snapshot: Output[Dataset]) -> NamedTuple(
+    "ExtractOutputs", [("rows", int), ("data_hash", str)]
+):
+    """Snapshot the model's landed rows (optionally ``[since, until)``) with a content hash."""
+    from pathlib import Path
+
+    from pipelines.settings import get_settings
+    from pipelines.steps import extract, log_to_stdout
+
+    log_to_stdout()
+    result = extract.extract(get_settings().landing_dir, model, Path(snapshot.path), since=since, until=until)
+    snapshot.metadata.update({"rows": result.rows, "data_hash": result.data_hash, "model": model})
+    return result.rows, result.data_hash
+
+
+@component
+def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], data_docs: Output[Artifact]) -> None:
+    """Run the spec's great-expectations suite; fail (stop the run) listing the failed expectations."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from feature_specs import load_spec
+    from pipelines.steps import log_to_stdout, validate
+
+    log_to_stdout()
+    report = validate.validate(
+        load_spec(model), pd.read_parquet(snapshot.path), Path(result.path), Path(data_docs.path)
+    )
+    result.metadata.update({"success": report.success, "failures": len(report.failures)})
+    validate.check(report, model)
+
+
+@component
+def train(
+    model: str,
+    snapshot: Input[Dataset],
+    data_hash: str,
+    hyperparameters: dict,
+    holdout_fraction: float,
+    seed: int,
+    shuffle_labels: bool,
+    pipeline_run_id: str,
+    holdout: Output[Dataset],
+) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str), ("model_uri", str)]):
+    """Fit the spec's model and log it (with its reference statistics) to MLflow."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from feature_specs import load_spec
+    from pipelines.steps import log_to_stdout, train
+
+    log_to_stdout()
+    out = train.train(
+        load_spec(model),
+        pd.read_parquet(snapshot.path),
+        Path(holdout.path),
+        hyperparameters=hyperparameters,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        shuffle_labels=shuffle_labels,
+        data_hash=data_hash,
+        pipeline_run_id=pipeline_run_id,
+    )
+    holdout.metadata.update({"rows": out.holdout_rows})
+    return out.mlflow_run_id, out.model_uri
+
+
+@component
+def evaluate(
+    model: str,
+    holdout: Input[Dataset],
+    mlflow_run_id: str,
+    model_uri: str,
+    metrics: Output[Metrics],
+    plots: Output[Artifact],
+    reasons: OutputPath(str),
+    metrics_json: OutputPath(str),
+) -> bool:
+    """Holdout metrics and plots, and the promotion gate (spec floors + no worse than @champion).
+
+    Returns whether the gate passed: a single output, because kfp.local resolves a ``dsl.If`` on
+    ``task.output`` but not on a named output of a NamedTuple.
+    """
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from feature_specs import load_spec
+    from pipelines.steps import evaluate, log_to_stdout
+
+    log_to_stdout()
+    out = evaluate.evaluate(load_spec(model), pd.read_parquet(holdout.path), mlflow_run_id, model_uri, Path(plots.path))
+    for name, value in out.metrics.items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("gate_passed", float(out.gate.passed))
+    Path(reasons).write_text("; ".join(out.gate.reasons))
+    Path(metrics_json).write_text(json.dumps(out.metrics))
+    return out.gate.passed
+
+
+@component
+def deploy(
+    model: str,
+    mlflow_run_id: str,
+    model_uri: str,
+    data_hash: str,
+    metrics_json: str,
+    pipeline_run_id: str,
+    canary_percent: int,
+    inference_service: Output[Artifact],
+) -> NamedTuple("DeployOutputs", [("version", str), ("alias", str)]):
+    """Register the version (alias champion/challenger) and render/apply its InferenceService."""
+    import json
+    from pathlib import Path
+
+    from feature_specs import load_spec
+    from pipelines.settings import get_settings
+    from pipelines.steps import deploy, log_to_stdout
+
+    log_to_stdout()
+    spec = load_spec(model)
+    registration = deploy.register(
+        spec,
+        model_uri,
+        mlflow_run_id=mlflow_run_id,
+        data_hash=data_hash,
+        pipeline_run_id=pipeline_run_id,
+        metrics=json.loads(metrics_json),
+    )
+    outcome = deploy.deploy_isvc(
+        spec, registration, Path(inference_service.path), canary_percent=canary_percent, image=get_settings().image
+    )
+    inference_service.metadata.update({"version": registration.version, "alias": registration.alias, "apply": outcome})
+    return registration.version, registration.alias

@@ -1,0 +1,164 @@
+"""deploy: register the model version, set its alias and render (and on a cluster apply) its
+InferenceService with the new ``--model_uri`` and the canary share."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feature_specs.spec import FeatureSpec
+from pipelines import mlflow_store
+
+log = logging.getLogger(__name__)
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base"
+_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: str
+    alias: str
+
+
+def register(
+    spec: FeatureSpec,
+    model_uri: str,
+    *,
+    mlflow_run_id: str,
+    data_hash: str,
+    pipeline_run_id: str,
+    metrics: dict[str, float],
+) -> Registration:
+    """A new registered version with lineage tags; alias ``champion`` if there is none yet, else
+    ``challenger`` (promotion to champion is the rollout's decision)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow_store.configure()
+    tags = {
+        "data_hash": data_hash,
+        "pipeline_run_id": pipeline_run_id,
+        "spec_version": spec.version,
+        "mlflow_run_id": mlflow_run_id,
+        "metrics": json.dumps({k: round(v, 6) for k, v in metrics.items()}),
+    }
+    version = mlflow.register_model(model_uri, spec.name, tags=tags)
+    has_champion = mlflow_store.version_by_alias(spec.name, mlflow_store.CHAMPION) is not None
+    alias = mlflow_store.CHALLENGER if has_champion else mlflow_store.CHAMPION
+    client = MlflowClient()
+    client.set_registered_model_alias(spec.name, alias, version.version)
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.set_tags({"registered_version": str(version.version), "alias": alias})
+    log.info("deploy: registered %s version %s as @%s", spec.name, version.version, alias)
+    return Registration(str(version.version), alias)
+
+
+def _is_model_isvc(doc: Any, model: str) -> bool:
+    if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
+        return False
+    name = doc.get("metadata", {}).get("name")
+    containers = doc.get("spec", {}).get("predictor", {}).get("containers", [])
+    command = [str(part) for c in containers for part in c.get("command", []) + c.get("args", [])]
+    return name in (model, model.replace("_", "-")) or f"--model_name={model}" in command
+
+
+def template(model: str, image: str) -> dict[str, Any]:
+    """The minimal InferenceService used when the manifests have none for ``model``."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": model.replace("_", "-"),
+            "annotations": {"serving.kserve.io/deploymentMode": "Knative"},
+        },
+        "spec": {
+            "predictor": {
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": image,
+                        "command": ["python", "-m", "predictors", f"--model_name={model}", "--http_port=8080"],
+                        "args": [f"--model_uri=models:/{model}@champion"],
+                    }
+                ]
+            }
+        },
+    }
+
+
+def find_isvc(model: str, manifests: Path = MANIFESTS) -> dict[str, Any] | None:
+    """The model's InferenceService in the kustomize base, or None."""
+    for path in sorted(manifests.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if _is_model_isvc(doc, model):
+                return dict(doc)
+    return None
+
+
+def render_isvc(base: dict[str, Any], model: str, version: str, canary_percent: int | None) -> dict[str, Any]:
+    """``base`` serving ``models:/<model>/<version>``; ``canaryTrafficPercent`` when given."""
+    isvc = copy.deepcopy(base)
+    predictor = isvc["spec"]["predictor"]
+    container = predictor["containers"][0]
+    args = [a for a in container.get("args", []) if not str(a).startswith("--model_uri")]
+    container["args"] = [*args, f"--model_uri=models:/{model}/{version}"]
+    if canary_percent is None:
+        predictor.pop("canaryTrafficPercent", None)
+    else:
+        if not 0 <= canary_percent <= 100:
+            raise ValueError(f"canary percent {canary_percent} is outside 0..100")
+        predictor["canaryTrafficPercent"] = canary_percent
+    return isvc
+
+
+def apply_isvc(model: str, version: str, share: int | None) -> str:
+    """On a cluster, move the live InferenceService the way ``pipelines.rollout`` does.
+
+    A challenger becomes a canary of ``share`` percent (only the model URI and canary fields are
+    patched, with a conflict check). A first champion needs no patch: the live service serves
+    ``models:/<model>@champion`` and its predictor retries loading until the alias exists.
+    """
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "skipped: not inside a Kubernetes cluster (the rendered manifest is the artifact)"
+    if share is None:
+        return f"alias champion -> version {version}; the live InferenceService loads it"
+    from pipelines import rollout
+
+    namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else rollout.NAMESPACE
+    return rollout.start_canary(model, version, share, namespace=namespace)
+
+
+def deploy_isvc(spec: FeatureSpec, registration: Registration, out: Path, *, canary_percent: int, image: str) -> str:
+    """Render the InferenceService for ``registration`` into ``out`` and apply it when on a cluster.
+
+    A new champion (first model) takes all traffic; a challenger gets ``canary_percent`` (< 0:
+    the spec's ``rollout.canary_percent``).
+    """
+    base = find_isvc(spec.name)
+    if base is None:
+        log.warning("deploy: no InferenceService for %s under %s; using the built-in template", spec.name, MANIFESTS)
+        base = template(spec.name, image)
+    share = None
+    if registration.alias == mlflow_store.CHALLENGER:
+        share = spec.rollout.canary_percent if canary_percent < 0 else canary_percent
+    isvc = render_isvc(base, spec.name, registration.version, share)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(isvc, sort_keys=False))
+    outcome = apply_isvc(spec.name, registration.version, share)
+    log.info(
+        "deploy: InferenceService %s -> models:/%s/%s, canary %s; %s",
+        isvc["metadata"]["name"],
+        spec.name,
+        registration.version,
+        share,
+        outcome,
+    )
+    return outcome

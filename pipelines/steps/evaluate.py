@@ -1,0 +1,194 @@
+"""evaluate: holdout metrics, diagnostic plots and the promotion gate.
+
+The gate passes when every absolute floor/ceiling of the spec holds AND the candidate's primary
+metric is no worse than the current ``@champion``'s on the same holdout by more than the spec's
+``tolerance`` (relative to the champion's value).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from feature_specs.spec import FeatureSpec
+from pipelines import mlflow_store
+from pipelines.steps.train import labels, model_input, scores
+
+log = logging.getLogger(__name__)
+
+#: rows used for permutation importance (enough to rank features, cheap at any data size).
+IMPORTANCE_ROWS = 2000
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def compute_metrics(spec: FeatureSpec, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    if spec.is_classifier:
+        return {
+            "roc_auc": float(skm.roc_auc_score(y, score)),
+            "pr_auc": float(skm.average_precision_score(y, score)),
+            "f1": float(skm.f1_score(y, score >= spec.gate.threshold)),
+            "brier": float(skm.brier_score_loss(y, score)),
+        }
+    return {
+        "mae": float(skm.mean_absolute_error(y, score)),
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, score))),
+        "mape": float(skm.mean_absolute_percentage_error(y[y > 0], score[y > 0])) if (y > 0).any() else float("nan"),
+    }
+
+
+def gate(spec: FeatureSpec, candidate: dict[str, float], champion: dict[str, float] | None) -> GateResult:
+    """Every check of the spec's gate, in words; ``passed`` only if all hold."""
+    g = spec.gate
+    reasons, passed = [], True
+    for name, floor in g.floors.items():
+        ok = candidate[name] >= floor
+        passed &= ok
+        reasons.append(f"{name} {candidate[name]:.4f} {'>=' if ok else '<'} floor {floor:g}")
+    for name, ceiling in g.ceilings.items():
+        ok = candidate[name] <= ceiling
+        passed &= ok
+        reasons.append(f"{name} {candidate[name]:.4f} {'<=' if ok else '>'} ceiling {ceiling:g}")
+    if champion is None:
+        reasons.append("no champion to compare with")
+    else:
+        name = g.primary_metric
+        new, old = candidate[name], champion[name]
+        slack = g.tolerance * abs(old)
+        ok = new >= old - slack if g.greater_is_better else new <= old + slack
+        passed &= ok
+        reasons.append(
+            f"{name} {new:.4f} vs champion {old:.4f}: {'within' if ok else 'worse than'} tolerance {g.tolerance:.0%}"
+        )
+    return GateResult(bool(passed), reasons)
+
+
+def _figure_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plots(spec: FeatureSpec, model: Any, x: pd.DataFrame, y: np.ndarray, score: np.ndarray) -> dict[str, bytes]:
+    """PNG plots by file name: ROC + calibration (classifiers), residuals (regression), importance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.inspection import permutation_importance
+
+    out: dict[str, bytes] = {}
+    if spec.is_classifier:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        fpr, tpr, _ = skm.roc_curve(y, score)
+        ax.plot(fpr, tpr, label=f"AUC {skm.roc_auc_score(y, score):.3f}")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{spec.name}: ROC")
+        ax.legend(loc="lower right")
+        out["roc.png"] = _figure_png(fig)
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        observed, predicted = calibration_curve(y, score, n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, "o-")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlabel="mean predicted probability", ylabel="observed rate", title=f"{spec.name}: calibration")
+        out["calibration.png"] = _figure_png(fig)
+    else:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.scatter(score, y - score, s=4, alpha=0.3)
+        ax.axhline(0, color="grey", linestyle="--")
+        ax.set(xlabel="prediction", ylabel="actual - prediction", title=f"{spec.name}: residuals")
+        out["residuals.png"] = _figure_png(fig)
+
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(x), size=min(len(x), IMPORTANCE_ROWS), replace=False)
+    scoring = "roc_auc" if spec.is_classifier else "neg_mean_absolute_error"
+    result = permutation_importance(model, x.iloc[sample], y[sample], scoring=scoring, n_repeats=3, random_state=0)
+    order = np.argsort(result.importances_mean)
+    fig, ax = plt.subplots(figsize=(5.5, 0.3 * len(order) + 1))
+    ax.barh(np.asarray(x.columns)[order], result.importances_mean[order], xerr=result.importances_std[order])
+    ax.set(xlabel=f"drop in {scoring} when permuted", title=f"{spec.name}: permutation importance")
+    out["feature_importance.png"] = _figure_png(fig)
+    return out
+
+
+def html_page(title: str, images: dict[str, bytes], lines: list[str]) -> str:
+    """A self-contained HTML page (the KFP UI renders it) with the plots inline."""
+    items = "".join(f"<li>{line}</li>" for line in lines)
+    figures = "".join(
+        f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        for name, png in images.items()
+    )
+    return f"<html><body><h2>{title}</h2><ul>{items}</ul>{figures}</body></html>"
+
+
+def champion_metrics(spec: FeatureSpec, x: pd.DataFrame, y: np.ndarray) -> tuple[str, dict[str, float]] | None:
+    """The current ``@champion`` scored on the same holdout: (version, metrics), or None."""
+    import mlflow.sklearn
+
+    version = mlflow_store.version_by_alias(spec.name, mlflow_store.CHAMPION)
+    if version is None:
+        return None
+    champion = mlflow.sklearn.load_model(f"models:/{spec.name}/{version.version}")
+    return str(version.version), compute_metrics(spec, y, scores(spec, champion, x))
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    gate: GateResult
+    champion_version: str | None
+    plots: dict[str, bytes]
+
+
+def evaluate(
+    spec: FeatureSpec, holdout: pd.DataFrame, mlflow_run_id: str, model_uri: str, plots_dir: Path
+) -> Evaluation:
+    """Score the candidate (and the champion) on the holdout; log metrics, plots (PNG files in
+    ``plots_dir``) and the gate outcome to the MLflow run."""
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow_store.configure()
+    model = mlflow.sklearn.load_model(model_uri)
+    x, y = model_input(spec, holdout), labels(spec, holdout)
+    score = scores(spec, model, x)
+    metrics = compute_metrics(spec, y, score)
+    champion = champion_metrics(spec, x, y)
+    result = gate(spec, metrics, champion[1] if champion else None)
+    if champion:
+        result.reasons[-1] += f" (v{champion[0]})"
+    images = plots(spec, model, x, y, score)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in images.items():
+        (plots_dir / name).write_bytes(png)
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_metrics(metrics)
+        if champion:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion[1].items()})
+        mlflow.log_artifacts(str(plots_dir), "plots")
+        mlflow.set_tags(
+            {
+                "gate_passed": str(result.passed).lower(),
+                "gate_reasons": "; ".join(result.reasons),
+                "champion_version": champion[0] if champion else "",
+            }
+        )
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    log.info("evaluate: %s | gate %s: %s", shown, "PASSED" if result.passed else "FAILED", "; ".join(result.reasons))
+    return Evaluation(metrics, result, champion[0] if champion else None, images)

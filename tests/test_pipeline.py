@@ -1,0 +1,199 @@
+"""The training pipeline: the compiled IR (DAG, edges, the gate condition) and real kfp.local runs
+against a real MLflow sqlite store in a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from feature_specs import SPEC_NAMES, load_spec
+from pipelines import landing
+from pipelines.compile import compile_all
+from pipelines.demo import land_synthetic
+from pipelines.settings import get_settings
+
+MODEL = "credit_risk"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("ir")
+    return {path.stem: yaml.safe_load(path.read_text()) for path in compile_all(out)}
+
+
+def test_compile_writes_a_pipeline_per_model_and_a_generic_one(compiled: dict[str, dict[str, Any]]) -> None:
+    assert set(compiled) == {"training", *SPEC_NAMES}
+    for model in SPEC_NAMES:
+        params = compiled[model]["root"]["inputDefinitions"]["parameters"]
+        assert params["model"]["defaultValue"] == model
+        assert params["hyperparameters"]["defaultValue"] == load_spec(model).estimator.params
+        assert compiled[model]["pipelineInfo"]["name"] == f"{model.replace('_', '-')}-training"
+
+
+def test_dag_tasks_edges_and_gate_condition(compiled: dict[str, dict[str, Any]]) -> None:
+    ir = compiled["training"]
+    tasks = ir["root"]["dag"]["tasks"]
+    assert set(tasks) == {"extract", "validate", "train", "evaluate", "condition-1"}
+    deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert deps["extract"] == set()
+    assert deps["validate"] == {"extract"}
+    assert deps["train"] == {"extract", "validate"}  # train never starts before validate succeeded
+    assert deps["evaluate"] == {"train"}
+    condition = tasks["condition-1"]
+    assert condition["taskInfo"]["name"] == "gate-passed"
+    assert (
+        condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    )
+    inner = ir["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(inner) == {"deploy"}
+    for name in ("extract", "validate", "train", "evaluate"):
+        assert tasks[name]["cachingOptions"] == {}  # caching off: new data lands under the same inputs
+
+
+def test_components_run_the_pinned_platform_image(compiled: dict[str, dict[str, Any]]) -> None:
+    executors = compiled["training"]["deploymentSpec"]["executors"]
+    assert len(executors) == 5
+    image = get_settings().image
+    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == image
+        assert "pip install" not in " ".join(container["command"])  # the image already has kfp and the project
+
+
+# -- real runs --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data dir with landed credit_risk rows; MLflow on sqlite inside it."""
+    root = tmp_path_factory.mktemp("platform")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONSTRUCTOS_DATA_DIR", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("CONSTRUCTOS_MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        land_synthetic(MODEL, 4000, seed=7)
+        yield root
+    get_settings.cache_clear()
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    from pipelines import mlflow_store
+
+    mlflow_store.configure()
+    return MlflowClient()
+
+
+@pytest.mark.integration
+def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path) -> None:
+    from pipelines.run import run_local
+
+    summary = run_local(MODEL, hyperparameters={"max_iter": 5})  # deliberately weak: passes the floors
+    assert summary.gate_passed, summary.gate_reasons
+    assert (summary.version, summary.alias) == ("1", "champion")
+    client = _client()
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(version.version) == "1"
+    tags = version.tags
+    assert tags["pipeline_run_id"] == summary.pipeline_run_id and summary.pipeline_run_id.startswith("training-")
+    assert len(tags["data_hash"]) == 64 and tags["spec_version"] == "1.0.0"
+    assert set(json.loads(tags["metrics"])) == {"roc_auc", "pr_auc", "f1", "brier"}
+
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1"))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
+    assert mlmodel["metadata"] == {
+        "spec_name": MODEL,
+        "spec_version": "1.0.0",
+        "data_hash": tags["data_hash"],
+        "pipeline_run_id": summary.pipeline_run_id,
+    }
+    assert mlmodel["signature"]["inputs"] and (local / "input_example.json").is_file()
+    reference = json.loads((local / "reference.json").read_text())
+    assert reference["rows"] == 3200 and set(reference["features"]) == set(load_spec(MODEL).feature_names)
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.params["max_iter"] == "5"
+    assert run.data.tags["gate_passed"] == "true"
+    plots = {Path(a.path).name for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
+    assert plots == {"roc.png", "calibration.png", "feature_importance.png"}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.artifact_location.startswith((platform / "mlflow" / "artifacts").resolve().as_uri())
+
+    isvc = next((platform / "kfp" / summary.pipeline_run_id / "deploy").glob("inference_service"))
+    rendered = yaml.safe_load(isvc.read_text())
+    assert f"--model_uri=models:/{MODEL}/1" in rendered["spec"]["predictor"]["containers"][0]["args"]
+
+
+@pytest.mark.integration
+def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Path) -> None:
+    from pipelines.run import run_local
+
+    summary = run_local(MODEL, hyperparameters={"learning_rate": 0.03})  # 100 slower steps beat 5
+    assert summary.gate_passed and (summary.version, summary.alias) == ("2", "challenger")
+    assert "vs champion" in summary.gate_reasons
+    client = _client()
+    assert client.get_model_version_by_alias(MODEL, "champion").version == 1
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == 2
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.metrics["roc_auc"] >= run.data.metrics["champion_roc_auc"]
+    isvc = yaml.safe_load((platform / "kfp" / summary.pipeline_run_id / "deploy" / "inference_service").read_text())
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == load_spec(MODEL).rollout.canary_percent
+
+
+@pytest.mark.integration
+def test_shuffled_labels_are_rejected_by_the_gate_and_get_no_alias(platform: Path) -> None:
+    from pipelines.run import run_local
+
+    before = {v.version for v in _client().search_model_versions(f"name='{MODEL}'")}
+    summary = run_local(MODEL, shuffle_labels=True)
+    assert not summary.gate_passed
+    assert "< floor 0.72" in summary.gate_reasons
+    assert summary.version is None and summary.alias is None
+    assert not (platform / "kfp" / summary.pipeline_run_id / "deploy").exists()  # deploy never ran
+    client = _client()
+    assert {v.version for v in client.search_model_versions(f"name='{MODEL}'")} == before
+    assert client.get_run(summary.mlflow_run_id).data.tags["gate_passed"] == "false"
+
+
+@pytest.mark.integration
+def test_poisoned_snapshot_stops_at_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.demo import landing_frame
+    from pipelines.run import run_local
+
+    monkeypatch.setenv("CONSTRUCTOS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    from feature_specs.synthetic import generate
+
+    frame = landing_frame(load_spec(MODEL), generate(MODEL, 1500, seed=9).frame, seed=9)
+    frame.loc[3, "avg_days_to_pay"] = 9999.0
+    frame["tax_id"] = "DE000000000"
+    landing.write_part(get_settings().landing_dir, MODEL, frame)
+    try:
+        with pytest.raises(RuntimeError, match="validate"):
+            run_local(MODEL)
+        logs = capsys.readouterr().out
+        assert "avg_days_to_pay" in logs and "tax_id" in logs
+        run_dir = next((tmp_path / "kfp").iterdir())
+        assert (run_dir / "validate" / "result").is_file()
+        assert not (run_dir / "train").exists()
+        import mlflow
+
+        from pipelines import mlflow_store
+
+        mlflow_store.configure()
+        assert mlflow.search_runs(search_all_experiments=True).empty  # nothing was trained
+    finally:
+        get_settings.cache_clear()
