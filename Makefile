@@ -65,8 +65,11 @@ mlflow: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the pipeline's store (MLFLO
 	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) \
 	  --default-artifact-root $(CONSTRUCTOS_DATA_DIR)/mlflow/artifacts --host 127.0.0.1 --port 5000
 
+demo: $(STAMP) ## the main job: data -> pipelines for all models -> serve the champions -> sample calls
+	$(PY) -m pipelines.demo --port $(HTTP_PORT)
+
 demo-train: $(STAMP) ## land synthetic data where missing, train all three models, compare with the best achievable
-	$(PY) -m pipelines.demo
+	$(PY) -m pipelines.demo --train-only
 
 # --- Kafka: broker, trigger, publisher -----------------------------------------------------
 .PHONY: publish bench-trigger

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,9 +54,12 @@ class TaskLogFilter(io.TextIOBase):
     """Drops kfp's executor boilerplate (the executor input JSON, file paths) from streamed task logs."""
 
     _NOISE = ("[KFP Executor", "Wrote executor output file", "ephemeral docs site")
+    _BRIEF = re.compile(r"Task .* finished with status|^\s{4}(extract|validate|train|evaluate|deploy):")
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: Any, *, brief: bool = False) -> None:
         self.target = target
+        self.brief = brief  # only a line per step: what it did and how it finished
         self.skipping = False
         self.pending = ""
 
@@ -63,7 +67,7 @@ class TaskLogFilter(io.TextIOBase):
         *lines, self.pending = (self.pending + text).split("\n")
         for line in lines:
             if self._keep(line):
-                self.target.write(line + "\n")
+                self.target.write((self._ANSI.sub("", line) if self.brief else line) + "\n")
         return len(text)
 
     def _keep(self, line: str) -> bool:
@@ -73,6 +77,8 @@ class TaskLogFilter(io.TextIOBase):
         if "Got executor_input:" in line:
             self.skipping = True
             return False
+        if self.brief:
+            return bool(self._BRIEF.search(self._ANSI.sub("", line)))
         return not any(noise in line for noise in self._NOISE)
 
     def flush(self) -> None:
@@ -116,7 +122,7 @@ def summarise(model: str, mlflow_run_id: str, seconds: float) -> RunSummary:
     )
 
 
-def run_local(model: str, *, verbose: bool = False, **params: Any) -> RunSummary:
+def run_local(model: str, *, verbose: bool = False, brief: bool = False, **params: Any) -> RunSummary:
     """Run the whole DAG for ``model``; raises RuntimeError when a step fails (e.g. validate)."""
     import warnings
 
@@ -125,7 +131,7 @@ def run_local(model: str, *, verbose: bool = False, **params: Any) -> RunSummary
     load_spec(model)  # fail fast on an unknown model
     init_local()
     started = time.perf_counter()
-    quiet = TaskLogFilter(sys.stdout)
+    quiet = TaskLogFilter(sys.stdout, brief=brief)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stdout if verbose else quiet):
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         try:

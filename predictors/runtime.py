@@ -114,7 +114,8 @@ class Scorer:
         feed = {name: columns[name].astype(np.float32).reshape(-1, 1) for name in self._numeric}
         feed |= {name: columns[name].astype(str).reshape(-1, 1) for name in self._text}
         out = session.run(None, feed)
-        return (out[1][:, 1] if self.spec.is_classifier else out[0].ravel()).astype(np.float64)
+        scores = (out[1][:, 1] if self.spec.is_classifier else out[0].ravel()).astype(np.float64)
+        return np.round(scores, 6)  # float32 inside: digits beyond ~7 significant ones are noise
 
     def _sklearn(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         frame = pd.DataFrame(columns)
