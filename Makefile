@@ -46,9 +46,12 @@ fmt: $(STAMP) ## format the code
 serve: $(STAMP) ## serve all three models on HTTP_PORT (default 8080) from the MLflow @champion versions
 	$(PY) -m predictors --http_port=$(HTTP_PORT)
 
-bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), then the pipeline and the trigger
+bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	$(PY) -m bench.serving
+	$(PY) -m bench.pipeline
+	$(MAKE) --no-print-directory kafka-up
+	$(PY) -m bench.trigger --events 100000
 
 # --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
 .PHONY: demo-train
@@ -89,7 +92,7 @@ publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.
 	$(PY) -m pipelines.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
 
 bench-trigger: $(STAMP) ## trigger throughput: 100k events per model through the broker (after kafka-up)
-	$(PY) -m pipelines.bench_trigger --events 100000
+	$(PY) -m bench.trigger --events 100000
 
 # --- manifests, image, rollout -------------------------------------------------------------
 .PHONY: kustomize image pin-image deploy

@@ -2,6 +2,9 @@
 interpreter) and summarise the outcome from MLflow.
 
     python -m pipelines.run credit_risk [--hp learning_rate=0.05] [--since 2026-01-01] [--shuffle-labels]
+
+Exit status: 0 the model passed its gate (registered and deployed), 1 a step failed (e.g.
+validate), 3 the gate rejected the model — so CI fails on a model below the accuracy floor.
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.model}: pipeline failed: {exc}", file=sys.stderr)
         return 1
     print("\n" + "\n".join(summary.lines()))
-    return 0
+    return 0 if summary.gate_passed else 3  # CI: a model that fails its gate fails the job
 
 
 if __name__ == "__main__":

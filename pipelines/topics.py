@@ -80,7 +80,7 @@ def ensure_topics(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     created = ensure_topics(settings)
     print(f"topics at {settings.kafka_bootstrap}: {len(all_topics())} present, {len(created)} created")

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import save_trained_model
 
+pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
+
 
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -117,6 +117,7 @@ def train(
         "shuffle_labels": str(shuffle_labels).lower(),
     }
     experiment = mlflow_store.experiment_id(spec.name)
+    mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files the logged model under the active experiment
     with mlflow.start_run(experiment_id=experiment, run_name=pipeline_run_id or None, tags=tags) as run:
         mlflow.log_params(
             {

@@ -1,6 +1,6 @@
 """Pipeline wall time per step at growing data sizes (a fresh data dir per size, MLflow on sqlite).
 
-    python -m pipelines.bench_pipeline [--rows 10000 100000 1000000] [--model credit_risk]
+    python -m bench.pipeline [--rows 10000 100000 1000000] [--model credit_risk]
 
 Each step's time is read from the kfp.local task log lines (task start -> finish, so it includes
 the subprocess start and imports); "total" is the whole local pipeline run.
@@ -59,7 +59,7 @@ def bench(model: str, rows: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench_pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--model", default="credit_risk")
     args = parser.parse_args(argv)
@@ -70,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline wall time per step (s), model {args.model}\n{header}")
     for rows, times in results.items():
         print(f"{rows:>10,} " + " ".join(f"{times.get(s, float('nan')):>9.1f}" for s in (*STEPS, "total")))
+    base_rows = min(results)
+    base = results[base_rows]["total"]
+    for rows, times in results.items():
+        if rows != base_rows:  # linear cost: extra seconds per extra 100k rows stays flat
+            per_100k = (times["total"] - base) / (rows - base_rows) * 100_000
+            print(
+                f"  {rows:,} rows: {times['total'] / base:.2f}x the {base_rows:,}-row run; "
+                f"+{per_100k:.1f} s per 100k rows"
+            )
+    print("  target: 100,000 rows end to end <= 60 s")
     return 0
 
 

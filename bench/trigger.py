@@ -1,0 +1,141 @@
+"""Trigger throughput through a real broker: landed-and-committed events per second, per model.
+
+    python -m bench.trigger --events 100000      # needs a broker: make kafka-up
+
+For each model: publish ``--events`` synthetic events (``--bad-share`` of them invalid) to fresh
+(prefixed) topics, then run the trigger (one process, one consumer) until they are all landed or
+dead-lettered, and committed. The rate is events / (last commit - first batch): the steady state,
+without the group join. Retraining
+launches are recorded, not run: this measures intake. The landing store is a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from feature_specs import SPEC_NAMES, load_spec
+from feature_specs.synthetic import generate, to_events
+from pipelines import landing
+from pipelines.publish import publish_events
+from pipelines.settings import Settings, get_settings
+from pipelines.topics import ensure_topics, named
+from pipelines.trigger import Trigger
+
+
+class _TimedTrigger(Trigger):
+    first: float | None = None
+    last: float = 0.0
+
+    def handle(self, batch: Any, producer: Any) -> None:
+        self.first = self.first or time.perf_counter()
+        super().handle(batch, producer)
+        self.last = time.perf_counter()  # the commit follows at once; `run` returns after it
+
+
+def _lag(settings: Settings, topic: str) -> int:
+    """Records of ``topic`` not yet committed by the trigger's group."""
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=settings.trigger_group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(parts)
+        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in parts)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def raw_consume_per_s(settings: Settings, topic: str, n: int) -> float:
+    """Baseline, same broker and records: a bare consumer that only reads (no validation, no landing)."""
+    consumer = KafkaConsumer(
+        topic,
+        **settings.kafka_options(),
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        check_crcs=False,
+        max_poll_records=settings.trigger_max_poll_records,
+    )
+    try:
+        seen, first = 0, None
+        while seen < n:
+            batch = consumer.poll(timeout_ms=1000)
+            if batch and first is None:
+                first = time.perf_counter()
+            seen += sum(len(records) for records in batch.values())
+        return n / (time.perf_counter() - (first or time.perf_counter()))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def bench(model: str, n: int, base: Settings, bad_share: float = 0.0) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = base.model_copy(
+            update={
+                "kafka_topic_prefix": f"bench-{uuid.uuid4().hex[:8]}.",
+                "data_dir": Path(tmp),
+                "trigger_group": "bench-trigger",
+            }
+        )
+        ensure_topics(settings, [model])
+        events = to_events(generate(model, n, seed=7))
+        if bad_share:  # a wrong type in every k-th event: dead-lettered
+            feature = load_spec(model).feature_names[1]
+            for event in events[:: round(1 / bad_share)]:
+                event[feature] = "n/a"
+        start = time.perf_counter()
+        publish_events(model, events, settings)
+        published = time.perf_counter() - start
+        trigger = _TimedTrigger(settings, [model], launcher=lambda model, key, **_: "not-run")
+        start = time.perf_counter()
+        trigger.run(exit_when_idle_s=2.0)
+        landed = len(landing.event_ids(settings.landing_dir, model))
+        handled = landed + trigger.stats["rejected"]
+        lag = _lag(settings, named(load_spec(model).source_topic, settings))
+        assert trigger.first is not None
+        steady = trigger.last - trigger.first
+        raw = raw_consume_per_s(settings, named(load_spec(model).source_topic, settings), n)
+        return {
+            "events": n,
+            "landed": landed,
+            "rejected": trigger.stats["rejected"],
+            "uncommitted": lag,
+            "publish_per_s": n / published,
+            "trigger_per_s": handled / steady,
+            "raw_consume_per_s": raw,
+            "with_startup_s": trigger.last - start,
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.trigger", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events per model (default 100000)")
+    parser.add_argument("--models", default=",".join(SPEC_NAMES), help="comma-separated models")
+    parser.add_argument("--bad-share", type=float, default=0.0, help="share of invalid events (default 0)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    settings = get_settings()
+    print(
+        f"{'model':<14}{'events':>8}{'landed':>8}{'rejected':>9}{'uncommitted':>12}"
+        f"{'publish/s':>11}{'trigger/s':>11}{'raw read/s':>11}{'ratio':>7}{'wall s':>8}"
+    )
+    for model in args.models.split(","):
+        r = bench(model, args.events, settings, args.bad_share)
+        print(
+            f"{model:<14}{r['events']:>8}{r['landed']:>8}{r['rejected']:>9}{r['uncommitted']:>12}"
+            f"{r['publish_per_s']:>11,.0f}{r['trigger_per_s']:>11,.0f}{r['raw_consume_per_s']:>11,.0f}"
+            f"{r['trigger_per_s'] / r['raw_consume_per_s']:>7.2f}{r['with_startup_s']:>8.1f}"
+        )
+    print("ratio = trigger (validate, land, commit) / a bare consumer reading the same records; target >= 20,000/s")
+
+
+if __name__ == "__main__":
+    main()

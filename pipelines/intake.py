@@ -1,0 +1,144 @@
+"""From raw Kafka values to landable rows: decode, check against the feature spec, split good from bad.
+
+Policy (the trigger applies it to every record of a model's ``source_topic``):
+
+* An event is one JSON object: ``event_id`` (string), ``occurred_at`` (ISO-8601), the spec's
+  features, its target, and optionally the spec's PII fields.
+* PII fields named in the spec are **stripped**: they are never validated, landed or logged.
+* Any other field that is not in the spec is **refused** (the event goes to the DLQ): an
+  unexpected field may be personal data that nobody declared, so it is not silently stored.
+* Features are checked with the spec's :class:`~feature_specs.Validator` (types, ranges,
+  categories, required/optional); the target is checked here (a boolean for classifiers, a
+  finite number within the target's bounds for regression).
+* Good events are landed with their values as sent (a null stays null: training imputes).
+
+A batch is validated in one call; only when it fails is it bisected, so a bad event costs
+``O(log n)`` extra calls instead of validating every record alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from feature_specs import FeatureSpec, InvalidFeature, Validator
+
+ENVELOPE = ("event_id", "occurred_at")
+MAX_EVENT_ID = 200
+_decode = json.JSONDecoder().decode  # on str: twice as fast as json.loads on bytes
+_ARROW = {"float": pa.float64(), "int": pa.int64(), "category": pa.string(), "bool": pa.bool_()}
+
+
+@dataclass(frozen=True)
+class Reject:
+    index: int  # position in the batch given to :meth:`Intake.split`
+    field: str
+    reason: str
+
+
+class Intake:
+    """Checks raw events of one model; build once per model."""
+
+    def __init__(self, spec: FeatureSpec, max_event_bytes: int) -> None:
+        self.spec = spec
+        self.max_event_bytes = max_event_bytes
+        self.validator = Validator(spec, max_batch=1 << 31)
+        self._known = frozenset((*ENVELOPE, *spec.feature_names, spec.target.name, *spec.pii_names))
+        self.schema = pa.schema(
+            [("event_id", pa.string()), ("occurred_at", pa.string()), ("landed_at", pa.string())]
+            + [(f.name, _ARROW[f.dtype]) for f in spec.features]
+            + [(spec.target.name, pa.bool_() if spec.is_classifier else pa.float64())]
+        )
+
+    def split(self, values: Sequence[bytes | None]) -> tuple[list[tuple[int, dict[str, Any]]], list[Reject]]:
+        """Good events (with their batch index) and the rejects with a reason."""
+        candidates: list[tuple[int, dict[str, Any]]] = []
+        rejects: list[Reject] = []
+        for i, raw in enumerate(values):
+            try:
+                candidates.append((i, self._envelope(raw)))
+            except InvalidFeature as exc:
+                rejects.append(Reject(i, exc.field, exc.problem))
+        events = [event for _, event in candidates]
+        columns = {f: [e.get(f) for e in events] for f in self.validator.spec.feature_names}
+        bad = dict(self._check(columns, 0, len(events)))
+        good = [candidate for pos, candidate in enumerate(candidates) if pos not in bad]
+        rejects += [Reject(candidates[pos][0], *problem) for pos, problem in bad.items()]
+        rejects.sort(key=lambda r: r.index)
+        return good, rejects
+
+    def table(self, events: Sequence[dict[str, Any]], landed_at: str) -> pa.Table:
+        """Good events as an Arrow table in the landing schema (values as sent, nulls kept; PII and
+        anything else outside the schema is left behind)."""
+        columns = []
+        for field in self.schema:
+            if field.name == "landed_at":
+                columns.append(pa.array([landed_at] * len(events), pa.string()))
+                continue
+            values = [e.get(field.name) for e in events]
+            try:
+                columns.append(pa.array(values, field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # an int feature sent as 3.0: checked integral
+                columns.append(pa.array(values, pa.float64()).cast(field.type))
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _envelope(self, raw: bytes | None) -> dict[str, Any]:
+        if raw is None:
+            raise InvalidFeature("event", "empty message")
+        if len(raw) > self.max_event_bytes:
+            raise InvalidFeature("event", f"oversized: {len(raw)} bytes, the limit is {self.max_event_bytes}")
+        try:
+            event = _decode(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidFeature("event", f"not valid JSON ({exc})") from None
+        if not isinstance(event, dict):
+            raise InvalidFeature("event", f"expected a JSON object, got {type(event).__name__}")
+        event_id = event.get("event_id")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
+            raise InvalidFeature("event_id", f"expected a string of 1 to {MAX_EVENT_ID} characters")
+        when = event.get("occurred_at")
+        try:
+            datetime.fromisoformat(when)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidFeature("occurred_at", "expected an ISO-8601 time") from None
+        unknown = event.keys() - self._known
+        if unknown:
+            raise InvalidFeature(min(unknown), "not in the spec: refused, it may be undeclared personal data")
+        self._target(event.get(self.spec.target.name, None), self.spec.target.name in event)
+        return event
+
+    def _target(self, value: Any, present: bool) -> None:
+        target = self.spec.target
+        if not present or value is None:
+            raise InvalidFeature(target.name, "the target is missing")
+        if self.spec.is_classifier:
+            if type(value) is not bool:
+                raise InvalidFeature(target.name, f"expected true or false, got {type(value).__name__}")
+            return
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise InvalidFeature(target.name, f"expected a finite number, got {value!r:.40}")
+        if target.min is not None and value < target.min:
+            raise InvalidFeature(target.name, f"value {value:g} is below the minimum {target.min:g}")
+        if target.max is not None and value > target.max:
+            raise InvalidFeature(target.name, f"value {value:g} is above the maximum {target.max:g}")
+
+    def _check(self, columns: dict[str, list[Any]], start: int, stop: int) -> list[tuple[int, tuple[str, str]]]:
+        """Rows ``start:stop`` the validator refuses, with field and problem."""
+        if start == stop:
+            return []
+        try:
+            self.validator.columns({f: values[start:stop] for f, values in columns.items()})
+            return []
+        except InvalidFeature as exc:
+            if stop - start == 1:
+                return [(start, (exc.field, exc.problem))]
+        middle = (start + stop) // 2
+        return self._check(columns, start, middle) + self._check(columns, middle, stop)

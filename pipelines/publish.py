@@ -1,0 +1,124 @@
+"""Send events to a model's source topic, as the ERP services would.
+
+    python -m pipelines.publish credit_risk --rows 5000          # synthetic events (seeded)
+    python -m pipelines.publish credit_risk --file rows.parquet  # or .csv; one event per row
+    python -m pipelines.publish credit_risk --retrain "drift on avg_days_to_pay"
+
+Events are JSON, keyed by ``event_id`` (a re-sent event lands on the same partition). Rows from
+a file without ``event_id`` / ``occurred_at`` get a fresh id and the current time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kafka import KafkaProducer
+
+from feature_specs import SPEC_NAMES, load_spec
+from feature_specs.synthetic import generate, to_events
+from pipelines.settings import Settings, get_settings
+from pipelines.topics import RETRAIN_REQUESTS, ensure_topics, named
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    """A producer tuned for throughput: batches up to 1 MiB after 20 ms, gzip (kafka-python's pure-Python
+    CRC then runs over a quarter of the bytes: ~40% faster here)."""
+    return KafkaProducer(
+        **settings.kafka_options(),
+        linger_ms=20,
+        batch_size=1 << 20,
+        compression_type="gzip",
+        metrics_enabled=False,
+        bootstrap_timeout_ms=10_000,
+    )
+
+
+def publish_events(
+    model: str, events: Iterable[dict[str, Any]], settings: Settings | None = None, topic: str | None = None
+) -> int:
+    """Send events to the model's source topic (or ``topic``); returns how many were delivered."""
+    settings = settings or get_settings()
+    topic = topic or named(load_spec(model).source_topic, settings)
+    out = producer(settings)
+    try:
+        futures = [
+            out.send(topic, key=str(e.get("event_id", "")).encode(), value=json.dumps(e).encode()) for e in events
+        ]
+        out.flush(timeout=120)
+        failed = [f.exception for f in futures if f.failed()]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(futures)} events were not delivered: {failed[0]}")
+        return len(futures)
+    finally:
+        out.close(timeout=10)
+
+
+def request_retrain(model: str, reason: str, settings: Settings | None = None, request_id: str | None = None) -> str:
+    """Ask the trigger to retrain ``model``; returns the request id."""
+    settings = settings or get_settings()
+    request_id = request_id or str(uuid.uuid4())
+    body = {"model": model, "reason": reason, "request_id": request_id}
+    out = producer(settings)
+    try:
+        out.send(named(RETRAIN_REQUESTS, settings), key=model.encode(), value=json.dumps(body).encode()).get(30)
+    finally:
+        out.close(timeout=10)
+    return request_id
+
+
+def file_events(path: Path) -> list[dict[str, Any]]:
+    """One event per row of a CSV or Parquet file; NaN becomes null."""
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    now = datetime.now(UTC).isoformat()
+    events = []
+    for row in frame.to_dict("records"):
+        event = {k: None if isinstance(v, float) and math.isnan(v) else _plain(v) for k, v in row.items()}
+        event.setdefault("event_id", str(uuid.uuid4()))
+        event.setdefault("occurred_at", now)
+        events.append(event)
+    return events
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.publish", description=__doc__.split("\n")[0])
+    parser.add_argument("model", choices=SPEC_NAMES)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--rows", type=int, default=1000, help="synthetic events to send (default 1000)")
+    source.add_argument("--file", type=Path, help="send the rows of a .csv or .parquet file instead")
+    source.add_argument("--retrain", metavar="REASON", help="send a retrain request instead")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic events")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ensure_topics(settings)
+    if args.retrain:
+        request_id = request_retrain(args.model, args.retrain, settings)
+        print(f"sent retrain request {request_id} for {args.model} to {named(RETRAIN_REQUESTS, settings)}")
+        return
+    events = file_events(args.file) if args.file else to_events(generate(args.model, args.rows, seed=args.seed))
+    start = time.perf_counter()
+    sent = publish_events(args.model, events, settings)
+    elapsed = time.perf_counter() - start
+    topic = named(load_spec(args.model).source_topic, settings)
+    print(
+        f"sent {sent} {args.model} events ({'file ' + str(args.file) if args.file else f'synthetic, seed {args.seed}'})"
+        f" to {topic} at {settings.kafka_bootstrap} in {elapsed:.1f}s ({sent / elapsed:,.0f}/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

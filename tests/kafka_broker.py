@@ -1,0 +1,158 @@
+"""A real Kafka broker for the tests, started with the same script as ``make kafka-up``.
+
+``kafka_broker`` (session): reuses a broker that answers at ``KAFKA_BOOTSTRAP`` (default
+127.0.0.1:9092), or starts one in a temporary folder and stops it at the end of the session.
+``kafka_settings``: settings of an isolated world on that broker (own topic prefix, data dir and
+consumer group), so tests neither see nor disturb each other's data.
+``Broker`` runs one of its own (tests that stop it); ``TriggerProcess`` runs ``python -m pipelines.trigger``.
+``tests/conftest.py`` registers this module as a plugin, so every test can ask for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "kafka.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(bootstrap: str, timeout: float = 1.0) -> bool:
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Broker:
+    """One broker run by ``scripts/kafka.sh`` from ``home`` (its data survives ``down``/``up``)."""
+
+    bootstrap: str
+    home: Path
+    controller_port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more settings of scripts/kafka.sh
+
+    @classmethod
+    def private(cls, home: Path) -> Broker:
+        """A broker of its own on free ports (for tests that stop and start it)."""
+        return cls(f"127.0.0.1:{free_port()}", home, free_port())
+
+    def _script(self, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        env = os.environ | self.env | {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_HOME_DIR": str(self.home)}
+        if self.controller_port:
+            env["KAFKA_CONTROLLER_PORT"] = str(self.controller_port)
+        return subprocess.run(
+            ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def up(self) -> None:
+        done = self._script("up", timeout=600)
+        if done.returncode:
+            pytest.fail(f"could not start Kafka with {SCRIPT.name}:\n{done.stdout}{done.stderr}", pytrace=False)
+
+    def down(self) -> None:
+        self._script("down", timeout=120)
+
+
+class TriggerProcess:
+    """``python -m pipelines.trigger`` with the given settings; its log is collected line by line."""
+
+    def __init__(self, settings: Settings, model: str, *args: str, poll_records: int = 1000) -> None:
+        env = os.environ | {
+            "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "CONSTRUCTOS_DATA_DIR": str(settings.data_dir),
+            "CONSTRUCTOS_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+            "CONSTRUCTOS_TRIGGER_GROUP": settings.trigger_group,
+            "CONSTRUCTOS_TRIGGER_MAX_POLL_RECORDS": str(poll_records),
+            "CONSTRUCTOS_KAFKA_RETRY_MAX_S": "2",
+        }
+        for name in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"):
+            if value := getattr(settings, f"kafka_{name}"):
+                env[f"CONSTRUCTOS_KAFKA_{name.upper()}"] = str(value)
+        command = [sys.executable, "-m", "pipelines.trigger", "--models", model, "--no-retrain", "--log-level", "DEBUG"]
+        self.proc = subprocess.Popen(
+            [*command, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(bool(re.search(pattern, line)) for line in list(self.lines)) < count:
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the reader catch the last lines
+                raise AssertionError(f"trigger exited ({self.proc.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} x{count} within {timeout}s:\n{self.log()}")
+            time.sleep(0.002)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(5)
+
+    def log(self) -> str:
+        return "".join(self.lines[-40:])
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a running broker."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    if answers(bootstrap):
+        yield bootstrap
+        return
+    broker = Broker(bootstrap, tmp_path_factory.mktemp("kafka"))
+    broker.up()
+    try:
+        yield bootstrap
+    finally:
+        broker.down()
+
+
+def isolated_settings(bootstrap: str, data_dir: Path) -> Settings:
+    tag = uuid.uuid4().hex[:10]
+    return Settings().model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "data_dir": data_dir,
+            "kafka_topic_prefix": f"test-{tag}.",
+            "trigger_group": f"trigger-{tag}",
+        }
+    )
+
+
+@pytest.fixture
+def kafka_settings(kafka_broker: str, tmp_path: Path) -> Settings:
+    """Settings of a fresh world on the session broker."""
+    return isolated_settings(kafka_broker, tmp_path / "data")

@@ -1,0 +1,237 @@
+"""The trigger against a real broker, in-process: landing, dead letters, PII, retraining."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from feature_specs import load_spec
+from feature_specs.synthetic import generate, to_events
+from pipelines import landing
+from pipelines.events import EventPublisher
+from pipelines.publish import main as publish_main
+from pipelines.publish import publish_events, request_retrain
+from pipelines.retrain_state import RetrainState
+from pipelines.settings import Settings, get_settings
+from pipelines.topics import MODEL_EVENTS, all_topics, dlq, ensure_topics, named
+from pipelines.trigger import Trigger
+from tests.kafka_broker import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Launches:
+    """Records launches; the trigger's contract with the training launcher."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, model: str, *, key: str, **params: Any) -> str:
+        self.calls.append((model, key))
+        return f"run-{len(self.calls)}"
+
+
+def send_raw(settings: Settings, topic: str, values: Sequence[bytes | None]) -> None:
+    producer = KafkaProducer(**settings.kafka_options())
+    for i, value in enumerate(values):
+        producer.send(named(topic, settings), key=str(i).encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of a topic, from the beginning."""
+    consumer = KafkaConsumer(
+        named(topic, settings), **settings.kafka_options(), auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def uncommitted(settings: Settings, topic: str) -> int:
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=settings.trigger_group, enable_auto_commit=False)
+    parts = [TopicPartition(named(topic, settings), p) for p in range(settings.kafka_topic_partitions)]
+    ends = consumer.end_offsets(parts)
+    lag = sum(ends[tp] - (consumer.committed(tp) or 0) for tp in parts)
+    consumer.close(autocommit=False)
+    return lag
+
+
+def landed_rows(settings: Settings, model: str) -> list[dict[str, Any]]:
+    """Every landed row, duplicates included (the store's raw parts)."""
+    return [row for part in landing.parts(settings.landing_dir, model) for row in pq.read_table(part).to_pylist()]
+
+
+def test_topics_are_created_once(kafka_settings: Settings) -> None:
+    assert sorted(ensure_topics(kafka_settings)) == sorted(named(t, kafka_settings) for t in all_topics())
+    assert ensure_topics(kafka_settings) == []
+
+
+def test_good_events_land_once_and_bad_ones_go_to_the_dlq(kafka_settings: Settings) -> None:
+    spec = load_spec("credit_risk")
+    events = to_events(generate("credit_risk", 300, seed=11), seed=11)
+    events[0]["annual_revenue_eur"] = None
+    good = [json.dumps(e).encode() for e in events]
+    bad = {
+        b"{oops": "event",
+        json.dumps(events[1] | {"company_age_years": "old", "event_id": "bad-1"}).encode(): "company_age_years",
+        json.dumps(events[2] | {"customer_email": "a@b.example", "event_id": "bad-2"}).encode(): "customer_email",
+        json.dumps(events[3] | {"note": "x" * 70_000, "event_id": "bad-3"}).encode(): "event",
+        json.dumps([1, 2]).encode(): "event",
+    }
+    values = good[:100] + list(bad) + good[100:] + good[:50]  # the last 50 are re-sent duplicates
+    ensure_topics(kafka_settings, ["credit_risk"])
+    send_raw(kafka_settings, spec.source_topic, values)
+
+    launches = Launches()
+    trigger = Trigger(kafka_settings, ["credit_risk"], launcher=launches)
+    trigger.run(exit_when_idle_s=2)
+
+    rows = landed_rows(kafka_settings, "credit_risk")
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in events)  # each once
+    assert set(rows[0]) == {"event_id", "occurred_at", "landed_at", *spec.feature_names, spec.target.name}
+    first = next(r for r in rows if r["event_id"] == events[0]["event_id"])
+    assert first["annual_revenue_eur"] is None and first["company_age_years"] == events[0]["company_age_years"]
+    assert trigger.stats["duplicates"] == 50 and trigger.stats["rejected"] == len(bad)
+    assert uncommitted(kafka_settings, spec.source_topic) == 0
+    assert launches.calls == []  # 300 rows: below the threshold
+
+    letters = read_topic(kafka_settings, dlq(spec.source_topic))
+    assert {r.value: dict(r.headers)["error.field"].decode() for r in letters} == bad
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers["source.topic"].decode() == named(spec.source_topic, kafka_settings)
+        assert values[int(letter.key)] == letter.value  # unchanged, traceable to its source record
+        assert int(headers["source.offset"]) >= 0 and headers["error.reason"]
+
+
+def test_new_rows_launch_training_once_per_key(kafka_settings: Settings) -> None:
+    spec = load_spec("stock_demand")
+    n = spec.retrain.min_new_rows
+    events = to_events(generate("stock_demand", n + 10, seed=5), seed=5)
+    ensure_topics(kafka_settings, ["stock_demand"])
+    publish_events("stock_demand", events[: n - 1], kafka_settings)
+    launches = Launches()
+    Trigger(kafka_settings, ["stock_demand"], launcher=launches).run(exit_when_idle_s=2)
+    assert launches.calls == []  # one row short
+
+    publish_events("stock_demand", events[n - 1 :], kafka_settings)
+    Trigger(kafka_settings, ["stock_demand"], launcher=launches).run(exit_when_idle_s=2)
+    assert launches.calls == [("stock_demand", "stock_demand-rows-0")]
+
+    # everything again, through a new consumer group: all duplicates, no second launch
+    again = kafka_settings.model_copy(update={"trigger_group": f"again-{uuid.uuid4().hex[:6]}"})
+    replay = Trigger(again, ["stock_demand"], launcher=launches)
+    replay.run(exit_when_idle_s=2)
+    assert replay.stats["duplicates"] == n + 10 and replay.stats["landed"] == 0
+    assert launches.calls == [("stock_demand", "stock_demand-rows-0")]
+
+    state = RetrainState(kafka_settings.trigger_state_path)
+    assert state.rows_at_last_run("stock_demand") == n + 10  # the next run waits for n rows more
+    entry = state.get("stock_demand-rows-0")
+    assert entry is not None and entry["status"] == "launched" and entry["run_id"] == "run-1"
+    types = [json.loads(r.value)["type"] for r in read_topic(kafka_settings, MODEL_EVENTS)]
+    assert types == ["retrain.triggered", "training.launched"]
+
+
+def test_retrain_requests(kafka_settings: Settings) -> None:
+    spec = load_spec("lead_score")
+    ensure_topics(kafka_settings, ["lead_score"])
+    launches = Launches()
+    request_retrain("lead_score", "too early", kafka_settings, request_id="r0")  # no rows yet: skipped
+    Trigger(kafka_settings, ["lead_score"], launcher=launches).run(exit_when_idle_s=2)
+    assert launches.calls == []
+
+    publish_events("lead_score", to_events(generate("lead_score", spec.retrain.min_rows, seed=2)), kafka_settings)
+    Trigger(kafka_settings, ["lead_score"], launcher=launches).run(exit_when_idle_s=2)
+    request_retrain("lead_score", "drift on opportunity_value", kafka_settings, request_id="r1")
+    request_retrain("lead_score", "the same request, delivered twice", kafka_settings, request_id="r1")
+    send_raw(kafka_settings, "mlops.retrain-requests", [b'{"model": "no_such_model"}', b"not json"])
+    trigger = Trigger(kafka_settings, ["lead_score"], launcher=launches)
+    trigger.run(exit_when_idle_s=2)
+    assert launches.calls == [("lead_score", "lead_score-request-r1")]
+
+    events = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
+    ours = [e for e in events if e["model"] == "lead_score"]  # one model's events are in order
+    assert [e["type"] for e in ours] == ["retrain.skipped", "retrain.triggered", "training.launched"]
+    assert ours[1]["key"] == "lead_score-request-r1" and ours[1]["reason"] == "drift on opportunity_value"
+    assert sorted(e["type"] for e in events if e not in ours) == ["retrain.rejected"] * 2
+
+
+def test_a_launch_interrupted_by_a_crash_is_resumed_with_its_key(kafka_settings: Settings) -> None:
+    state = RetrainState(kafka_settings.trigger_state_path)
+    state.record("credit_risk-request-x", "credit_risk", "pending", rows=1200, reason="crash test")
+    launches = Launches()
+    Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
+    assert launches.calls == [("credit_risk", "credit_risk-request-x")]
+    Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
+    assert len(launches.calls) == 1
+    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-x")
+    assert entry is not None and entry["status"] == "launched"
+
+
+def test_a_failed_launch_is_reported(kafka_settings: Settings) -> None:
+    def broken(model: str, *, key: str, **params: Any) -> str:
+        raise RuntimeError("the cluster said no")
+
+    state = RetrainState(kafka_settings.trigger_state_path)
+    state.record("credit_risk-request-y", "credit_risk", "pending", rows=1200, reason="x")
+    Trigger(kafka_settings, ["credit_risk"], launcher=broken).run(exit_when_idle_s=1)
+    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-y")
+    assert entry is not None and entry["status"] == "failed" and "the cluster said no" in entry["error"]
+    events = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
+    assert [(e["type"], e["key"]) for e in events] == [("training.failed", "credit_risk-request-y")]
+
+
+def test_lifecycle_events_for_other_steps(kafka_settings: Settings) -> None:
+    ensure_topics(kafka_settings, [])
+    publisher = EventPublisher(kafka_settings)
+    sent = publisher.emit("model.promoted", "credit_risk", version="7")
+    publisher.close()
+    (record,) = read_topic(kafka_settings, MODEL_EVENTS)
+    assert json.loads(record.value) == sent and record.key == b"credit_risk"
+
+
+def test_lifecycle_events_never_fail_the_caller_when_kafka_is_down() -> None:
+    settings = Settings().model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
+    event = EventPublisher(settings).emit("model.promoted", "credit_risk", version="7")
+    assert event["type"] == "model.promoted"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_publish_cli_sends_a_file_that_the_trigger_lands(
+    kafka_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    suffix: str,
+) -> None:
+    frame = generate("lead_score", 120, seed=8).frame  # rows without event ids: the publisher adds them
+    path = tmp_path / f"rows{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    for name, value in {
+        "KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
+        "CONSTRUCTOS_KAFKA_TOPIC_PREFIX": kafka_settings.kafka_topic_prefix,
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        publish_main(["lead_score", "--file", str(path)])
+    finally:
+        get_settings.cache_clear()
+    assert f"sent 120 lead_score events (file {path})" in capsys.readouterr().out
+
+    trigger = Trigger(kafka_settings, ["lead_score"], launcher=Launches())
+    trigger.run(exit_when_idle_s=2)
+    assert trigger.stats["landed"] == 120 and trigger.stats["rejected"] == 0
+    rows = landed_rows(kafka_settings, "lead_score")
+    assert sorted(r["opportunity_value"] for r in rows) == sorted(frame["opportunity_value"])
+    assert sum(r["lead_source"] is None for r in rows) == frame["lead_source"].isna().sum()  # nulls stay null
