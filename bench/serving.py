@@ -37,7 +37,8 @@ ROW = {
 
 def v2_body() -> str:
     inputs = [{"name": k, "shape": [1], "datatype": t, "data": [v]} for k, (t, v) in ROW.items()]
-    return json.dumps({"inputs": inputs})
+    # the baselines answer only the probability; ask ours for the same (V2 requested outputs)
+    return json.dumps({"inputs": inputs, "outputs": [{"name": "probability"}]})
 
 
 def free_port() -> int:

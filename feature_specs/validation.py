@@ -17,7 +17,9 @@ import pandas as pd
 from feature_specs.spec import Feature, FeatureSpec
 
 _NUMBER_TYPES = {int, float, np.float64, np.float32, np.int64, np.int32}
-_NUMERIC_V2 = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_NUMERIC_V2 = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -50,6 +52,8 @@ class Validator:
         self._names = {f.name: f for f in spec.features}
         self._aliases = {a: f.name for f in spec.features for a in f.aliases}
         self._categories = {f.name: frozenset(f.categories or ()) for f in spec.features}
+        by_dtype = {"category": frozenset({"BYTES"}), "bool": frozenset({"BOOL"})}
+        self._datatypes = {f.name: by_dtype.get(f.dtype, _NUMERIC_V2) for f in spec.features}
         # numeric features are checked together, as one (features x rows) matrix
         self._numeric = [f for f in spec.features if f.numeric]
         self._mins = np.array([[-np.inf if f.min is None else f.min] for f in self._numeric])
@@ -119,15 +123,12 @@ class Validator:
 
     def check_datatype(self, name: str, datatype: str) -> None:
         """A V2 input's declared datatype must fit the feature's dtype."""
+        if datatype in self._datatypes.get(name, ()):
+            return
         f = self._names.get(name)
         if f is None:
             raise InvalidFeature(name, f"unknown feature; expected one of {', '.join(self._names)}")
-        ok = {
-            "category": datatype == "BYTES",
-            "bool": datatype == "BOOL",
-        }.get(f.dtype, datatype in _NUMERIC_V2)
-        if not ok:
-            raise InvalidFeature(name, f"datatype {datatype} does not fit; expected {f.v2_datatype}")
+        raise InvalidFeature(name, f"datatype {datatype} does not fit; expected {f.v2_datatype}")
 
     # -- per column ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,6 +52,7 @@ class Batch:
     protocol: str  # "v2", "v1" or "query"
     request_id: str
     scores: np.ndarray | None = None
+    outputs: tuple[str, ...] = ()  # V2 "outputs": the subset the caller asked for (empty: all)
 
 
 class SpecModel(Model):
@@ -133,6 +135,10 @@ class SpecModel(Model):
         probe = self.outputs(np.zeros(1))
         return [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype, _ in probe]
 
+    @cached_property
+    def output_names(self) -> list[str]:
+        return [name for name, _, _ in self.outputs(np.zeros(1))]
+
     # -- hooks --------------------------------------------------------------------------
 
     def validate(self, payload: Any) -> Any:  # preprocess has already checked everything
@@ -152,7 +158,7 @@ class SpecModel(Model):
             outcome = "error"
             raise
         finally:
-            metrics.REQUESTS.labels(self.name, self.version or "", protocol, outcome).inc()
+            metrics.requests(self.name, self.version or "", protocol, outcome).inc()
 
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         try:
@@ -199,7 +205,13 @@ class SpecModel(Model):
             columns[tensor.name] = data
         validated = self.validator.columns(columns)
         rows = len(next(iter(validated.values())))
-        return Batch(validated, rows, "v2", request.id or uuid.uuid4().hex)
+        wanted = tuple(o.name for o in request.request_outputs or ())
+        unknown = set(wanted) - set(self.output_names)
+        if unknown:
+            raise InvalidFeature(
+                "outputs", f"unknown output {sorted(unknown)[0]!r}; this model returns {self.output_names}"
+            )
+        return Batch(validated, rows, "v2", request.id or uuid.uuid4().hex, outputs=wanted)
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         if self.scorer is None:
@@ -225,6 +237,7 @@ class SpecModel(Model):
                 infer_outputs=[
                     InferOutput(name, [batch.rows], datatype, data=values.tolist())
                     for name, datatype, values in outputs
+                    if not batch.outputs or name in batch.outputs
                 ],
             )
         rows = [
@@ -237,8 +250,8 @@ class SpecModel(Model):
     # -- monitoring ---------------------------------------------------------------------
 
     def _observe(self, role: str, version: str, scores: np.ndarray) -> None:
-        metrics.ROWS.labels(self.name, version, role).inc(len(scores))
-        histogram = (metrics.SCORES if self.spec.is_classifier else metrics.VALUES).labels(self.name, version, role)
+        rows, histogram = metrics.scored(self.name, version, role, self.spec.is_classifier)
+        rows.inc(len(scores))
         for score in scores.tolist():
             histogram.observe(score)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -36,3 +39,15 @@ INFERENCE_LOG_DROPPED = Counter(
 SHADOW_SECONDS = Histogram(
     "constructos_shadow_seconds", "Time to score the shadow version, off the latency path.", ["model", "version"]
 )
+
+
+# Label lookups cost microseconds on every request: the children are looked up once per label set.
+@cache
+def requests(model: str, version: str, protocol: str, outcome: str) -> Any:
+    return REQUESTS.labels(model, version, protocol, outcome)
+
+
+@cache
+def scored(model: str, version: str, role: str, classifier: bool) -> tuple[Any, Any]:
+    histogram = SCORES if classifier else VALUES
+    return ROWS.labels(model, version, role), histogram.labels(model, version, role)
