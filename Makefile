@@ -94,6 +94,16 @@ publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.
 bench-trigger: $(STAMP) ## trigger throughput: 100k events per model through the broker (after kafka-up)
 	$(PY) -m bench.trigger --events 100000
 
+# --- monitoring and the canary -------------------------------------------------------------
+.PHONY: monitor canary
+MONITOR_PORT ?= 8000
+
+monitor: $(STAMP) ## monitoring service on MONITOR_PORT: /events (payload logger), drift, live accuracy, /metrics
+	$(PY) -m pipelines.monitoring --port $(MONITOR_PORT)
+
+canary: $(STAMP) ## analyse MODEL's challenger vs champion (inference log on Kafka, or PROMETHEUS=url)
+	$(PY) -m pipelines.rollout analyze $(MODEL) $(if $(PROMETHEUS),--prometheus $(PROMETHEUS))
+
 # --- manifests, image, rollout -------------------------------------------------------------
 .PHONY: kustomize image pin-image deploy
 KUSTOMIZE_VERSION := v5.8.1

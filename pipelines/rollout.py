@@ -17,6 +17,12 @@ carry ``resourceVersion``, so a concurrent change fails instead of being overwri
 offline (GitOps): it renders the overlay with kustomize and rewrites
 ``manifests/overlays/ENV/rollout/<model>.yaml``; commit and apply that instead.
 
+``analyze`` compares the challenger with the champion (:mod:`pipelines.canary`) from Prometheus
+(``--prometheus URL``) or the inference log on Kafka, and answers promote / rollback /
+inconclusive with reasons (exit code 0 / 1 / 3). ``auto`` starts a canary if none runs and
+climbs ``--ladder`` (10,25,50,100), analysing every ``--interval`` seconds; it promotes at the top,
+and rolls back after ``--failure-limit`` failed analyses or ``--max-checks`` without a decision.
+
 The decisions are pure functions (``plan_*``: state in, target states out); everything that
 talks to a cluster, MLflow or the file system is a thin shell around them.
 """
@@ -45,7 +51,7 @@ URI_ARG = "--model_uri="
 STABLE_ANNOTATION = "constructos.io/stable-model-uri"
 PERCENT_ANNOTATION = "constructos.io/canary-percent"
 CHAMPION, CHALLENGER = "champion", "challenger"
-COMMANDS = ("status", "start", "step", "promote", "rollback")
+COMMANDS = ("status", "start", "step", "promote", "rollback", "analyze", "auto")
 
 Resource = dict[str, Any]
 
@@ -382,6 +388,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifests", type=Path, default=Path(__file__).resolve().parent.parent / "manifests")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI / settings)")
     parser.add_argument("--no-aliases", action="store_true", help="leave the MLflow aliases alone")
+    canary = parser.add_argument_group("analyze / auto")
+    canary.add_argument("--prometheus", metavar="URL", help="Prometheus HTTP API (default: the inference log on Kafka)")
+    canary.add_argument("--window", type=int, default=600, metavar="S", help="seconds of traffic to analyse (600)")
+    canary.add_argument("--min-rows", type=int, default=100, help="challenger rows needed for a decision (100)")
+    canary.add_argument("--min-labels", type=int, default=100, help="labels per side before live accuracy decides")
+    canary.add_argument("--ladder", default="10,25,50,100", help="canary shares to climb (auto)")
+    canary.add_argument("--interval", type=float, default=300, metavar="S", help="seconds between analyses (auto)")
+    canary.add_argument("--failure-limit", type=int, default=2, help="failed analyses before rolling back (auto)")
+    canary.add_argument("--max-checks", type=int, default=20, help="analyses before giving up: rollback (auto)")
     args = parser.parse_args(argv)
     if args.offline and not args.overlay:
         parser.error("--offline needs --overlay ENV")
@@ -426,10 +441,104 @@ def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClie
     return out
 
 
+# --- analyze / auto ------------------------------------------------------------------------
+
+
+def gather_evidence(args: argparse.Namespace, aliases: dict[str, str | None]) -> Any:
+    """The canary evidence for the aliased versions, from Prometheus or the inference log."""
+    from feature_specs import load_spec
+    from pipelines import canary_sources
+    from pipelines.settings import get_settings
+
+    spec = load_spec(args.model)
+    champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
+    if args.prometheus:
+        if not champion or not challenger:
+            raise RolloutError(f"{args.model}: analysis from Prometheus needs both MLflow aliases")
+        query = canary_sources.prometheus(args.prometheus)
+        return canary_sources.evidence_from_prometheus(spec, query, champion, challenger, f"{args.window}s")
+    return canary_sources.evidence_from_kafka(spec, get_settings(), champion, challenger, args.window)
+
+
+def analysis(args: argparse.Namespace, client: Callable[[], MlflowClient]) -> Any:
+    from feature_specs import load_spec
+    from pipelines.canary import Policy, analyze
+
+    aliases = {} if args.no_aliases else read_aliases(client(), args.model)
+    policy = Policy(min_rows=args.min_rows, min_labels=args.min_labels)
+    return analyze(load_spec(args.model), gather_evidence(args, aliases), policy)
+
+
+def command(args: argparse.Namespace, name: str, percent: int | None = None) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "command": name, "percent": percent})
+
+
+def auto(
+    args: argparse.Namespace,
+    where: Target,
+    client: Callable[[], MlflowClient],
+    say: Callable[[str], None] = print,
+    analyse: Callable[[], Any] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> str:
+    """Climb the ladder until promoted or rolled back; returns ``promote`` or ``rollback``."""
+    import time
+
+    from pipelines.canary import next_step, parse_ladder
+
+    analyse = analyse or (lambda: analysis(args, client))
+    sleep = sleep or time.sleep
+    ladder = parse_ladder(args.ladder)
+    if not Serving.from_isvc(where.get(args.model)).canary_running:
+        for line in run(command(args, "start", ladder[0]), where, client):
+            say(line)
+    failures = 0
+    for check in range(1, args.max_checks + 1):
+        sleep(args.interval)
+        verdict = analyse()
+        percent = Serving.from_isvc(where.get(args.model)).canary_percent
+        step, failures = next_step(percent, verdict, failures, args.failure_limit, ladder)
+        say(f"check {check}: {verdict.decision} -> {step.action} {step.percent or ''} ({step.reason})")
+        for reason in verdict.reasons:
+            say(f"  {reason}")
+        if step.action == "step":
+            for line in run(command(args, "step", step.percent), where, client):
+                say(line)
+        elif step.action in ("promote", "rollback"):
+            finish(args, step.action, where, client, say)
+            return step.action
+    say(f"no decision after {args.max_checks} checks: rolling back")
+    finish(args, "rollback", where, client, say)
+    return "rollback"
+
+
+def finish(
+    args: argparse.Namespace, action: str, where: Target, client: Callable[[], MlflowClient], say: Callable[[str], None]
+) -> None:
+    """Promote or roll back completely (GitOps applies a multi-step plan one step per call)."""
+    while Serving.from_isvc(where.get(args.model)).canary_running:
+        for line in run(command(args, action), where, client):
+            say(line)
+        if args.dry_run:
+            break
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "analyze":
+        try:
+            verdict = analysis(args, lambda: mlflow_client(args.tracking_uri))
+        except RolloutError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(verdict.lines()))
+        return {"promote": 0, "rollback": 1}.get(verdict.decision, 3)
     try:
         where: Target = Overlay(overlay_dir(args.overlay, args.manifests)) if args.overlay else Cluster(args.namespace)
+        if args.command == "auto":
+            outcome = auto(args, where, lambda: mlflow_client(args.tracking_uri))
+            print(f"outcome: {outcome}")
+            return 0 if outcome == "promote" else 1
         for line in run(args, where, lambda: mlflow_client(args.tracking_uri)):
             print(line)
     except RolloutError as e:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,20 @@ import pytest
 from tests.helpers import save_trained_model
 
 pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
+
+# Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the
+# session fails if anything (an MLflow store, say) was written into the checkout.
+os.environ.setdefault("CONSTRUCTOS_DATA_DIR", tempfile.mkdtemp(prefix="constructos-tests-"))
+ROOT = Path(__file__).resolve().parents[1]
+STRAYS = ("mlruns", "mlflow.db", "data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout() -> Iterator[None]:
+    before = {name for name in STRAYS if (ROOT / name).exists()}
+    yield
+    written = {name for name in STRAYS if (ROOT / name).exists()} - before
+    assert not written, f"tests wrote into the checkout: {sorted(written)}"
 
 
 @pytest.fixture(scope="session")

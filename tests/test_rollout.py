@@ -292,6 +292,7 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     try:
         experiment = mlflow.create_experiment("rollout", artifact_location=(root / "artifacts").as_uri())
+        mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files logged models under the active one
         x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
         for c in (0.1, 1.0, 10.0):
             with mlflow.start_run(experiment_id=experiment):
