@@ -10,6 +10,8 @@ HTTP_PORT ?= 8080
 MODEL     ?= credit_risk
 export CONSTRUCTOS_DATA_DIR ?= $(abspath $(DATA_DIR))
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CONSTRUCTOS_DATA_DIR)/mlflow/mlflow.db
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := $(abspath build/bin)/kustomize-$(KUSTOMIZE_VERSION)
 
 .PHONY: help install test test-unit lint fmt demo serve pipeline compile mlflow \
         kafka-up kafka-down trigger manifests-check bench clean
@@ -27,7 +29,7 @@ install: $(STAMP) ## build .venv from the lock file (uv)
 # tests are hermetic: they make their own data dirs and stores, never the user's
 HERMETIC := env -u MLFLOW_TRACKING_URI -u CONSTRUCTOS_DATA_DIR
 
-test: $(STAMP) ## run every test (starts Kafka itself when a test needs it)
+test: $(STAMP) $(KUSTOMIZE) ## run every test (starts Kafka itself when a test needs it)
 	$(HERMETIC) $(PY) -m pytest
 
 test-unit: $(STAMP) ## fast in-process tests only
@@ -106,8 +108,6 @@ canary: $(STAMP) ## analyse MODEL's challenger vs champion (inference log on Kaf
 
 # --- manifests, image, rollout -------------------------------------------------------------
 .PHONY: kustomize image pin-image deploy
-KUSTOMIZE_VERSION := v5.8.1
-KUSTOMIZE := $(abspath build/bin)/kustomize-$(KUSTOMIZE_VERSION)
 IMAGE     ?= ghcr.io/constructos/ml-platform:$(shell sed -n 's/^ *newTag: "\(.*\)"/\1/p' manifests/base/platform/kustomization.yaml)
 ENV       ?= staging
 

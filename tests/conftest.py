@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,3 +35,18 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One trained model directory per model, shared by the whole session."""
     root = tmp_path_factory.mktemp("models")
     return {name: save_trained_model(name, root / name) for name in ("credit_risk", "stock_demand", "lead_score")}
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> str:
+    """The pinned kustomize (`make kustomize`, Go), exported as KUSTOMIZE for the code under test."""
+    from pipelines import manifests_check
+
+    found = manifests_check.find_kustomize()
+    if not found and shutil.which("go"):
+        subprocess.run(["make", "-s", "kustomize"], cwd=ROOT, check=True)
+        found = manifests_check.find_kustomize()
+    if not found:
+        pytest.skip("no kustomize and no Go to install it (`make kustomize`)")
+    os.environ["KUSTOMIZE"] = found
+    return found

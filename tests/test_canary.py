@@ -181,7 +181,7 @@ def test_prometheus_answers_become_evidence() -> None:
 
 
 @pytest.fixture
-def manifests(tmp_path: Path) -> Iterator[Path]:
+def manifests(tmp_path: Path, kustomize: str) -> Iterator[Path]:
     copy = tmp_path / "manifests"
     shutil.copytree(ROOT / "manifests", copy)
     yield copy

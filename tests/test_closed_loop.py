@@ -214,7 +214,9 @@ def register(name: str, *, shuffle_labels: bool, root: Path) -> str:
     return str(mlflow.register_model(uri, MODEL).version)
 
 
-def test_a_worse_shadow_challenger_is_rolled_back_by_rollout_auto(world: Settings, tmp_path: Path) -> None:
+def test_a_worse_shadow_challenger_is_rolled_back_by_rollout_auto(
+    world: Settings, tmp_path: Path, kustomize: str
+) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(world.tracking_uri)

@@ -20,18 +20,6 @@ Bundle = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="session")
-def kustomize() -> str:
-    """The pinned kustomize; installed with `make kustomize` (Go) when missing."""
-    found = mc.find_kustomize()
-    if not found and shutil.which("go"):
-        subprocess.run(["make", "-s", "kustomize"], cwd=mc.ROOT, check=True)
-        found = mc.find_kustomize()
-    if not found:
-        pytest.skip("no kustomize and no Go to install it (`make kustomize`)")
-    return found
-
-
-@pytest.fixture(scope="session")
 def rendered(kustomize: str) -> dict[str, Bundle]:
     return {env: mc.build(mc.MANIFESTS / "overlays" / env, kustomize) for env in OVERLAYS}
 

@@ -316,11 +316,7 @@ def registry(registry_template: Path, tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    kustomize = mc.find_kustomize()
-    if not kustomize:
-        pytest.skip("kustomize not installed: `make kustomize`")
-    monkeypatch.setenv("KUSTOMIZE", kustomize)
+def overlay(tmp_path: Path, kustomize: str) -> Path:
     shutil.copytree(mc.MANIFESTS, tmp_path / "manifests")
     return tmp_path / "manifests" / "overlays" / "staging"
 
