@@ -408,7 +408,8 @@ def mlflow_client(tracking_uri: str | None) -> MlflowClient:
 
     from pipelines.settings import get_settings
 
-    return MlflowClient(tracking_uri=tracking_uri or get_settings().tracking_uri)
+    uri = tracking_uri or get_settings().tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient]) -> list[str]:

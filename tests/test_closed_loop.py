@@ -169,7 +169,7 @@ def test_drift_requests_a_retrain_that_registers_a_new_challenger(world: Setting
         wait_for("a retrain request", lambda: metric(monitoring, retrains, model=MODEL, kind="drift") == 1,
                  logs["monitoring"])  # fmt: skip
 
-        client = MlflowClient(world.tracking_uri)
+        client = MlflowClient(world.tracking_uri, registry_uri=world.tracking_uri)
 
         def challenger() -> Any:
             try:
@@ -219,7 +219,7 @@ def test_a_worse_shadow_challenger_is_rolled_back_by_rollout_auto(
 ) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(world.tracking_uri)
+    client = MlflowClient(world.tracking_uri, registry_uri=world.tracking_uri)
     client.set_registered_model_alias(MODEL, "champion", register("good", shuffle_labels=False, root=tmp_path))
     client.set_registered_model_alias(MODEL, "challenger", register("bad", shuffle_labels=True, root=tmp_path))
 

@@ -310,7 +310,7 @@ def registry(registry_template: Path, tmp_path: Path) -> Any:
 
     db = tmp_path / "mlflow.db"
     shutil.copy(registry_template, db)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
     client.set_registered_model_alias("credit_risk", "champion", "1")
     return client
 

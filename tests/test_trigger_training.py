@@ -47,7 +47,8 @@ def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) ->
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{(Path(kafka_settings.data_dir) / 'mlflow' / 'mlflow.db').resolve()}")
+    store = f"sqlite:///{(Path(kafka_settings.data_dir) / 'mlflow' / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)  # not a registry another test left set
     (version,) = client.search_model_versions(f"name='{MODEL}'")
     assert version.tags["pipeline_run_id"] == entry["run_id"]  # trained on what the trigger landed
 
