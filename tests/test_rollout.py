@@ -288,8 +288,9 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sklearn.linear_model import LogisticRegression
 
     root = tmp_path_factory.mktemp("registry")
-    previous = mlflow.get_tracking_uri()
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")  # not whatever registry an earlier test set
     try:
         experiment = mlflow.create_experiment("rollout", artifact_location=(root / "artifacts").as_uri())
         mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files logged models under the active one
@@ -299,7 +300,8 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 model = LogisticRegression(C=c).fit(x, y)
                 mlflow.sklearn.log_model(model, name="model", registered_model_name="credit_risk")
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     return root / "mlflow.db"
 
 
