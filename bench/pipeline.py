@@ -48,8 +48,12 @@ def bench(model: str, rows: int) -> dict[str, float]:
         get_settings.cache_clear()
         land_synthetic(model, rows, seed=rows)
         captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):  # kfp.local logs task progress on stdout
-            summary = run_local(model)
+        try:
+            with contextlib.redirect_stdout(captured):  # kfp.local logs task progress on stdout
+                summary = run_local(model)
+        except RuntimeError:
+            print(captured.getvalue()[-4000:], file=sys.stderr)  # the failing step's own words
+            raise
         times = step_seconds(captured.getvalue())
         times["total"] = summary.seconds
         name = next(iter(summary.metrics)) if summary.metrics else ""

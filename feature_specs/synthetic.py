@@ -57,6 +57,7 @@ def _credit_risk(rng: np.random.Generator, n: int) -> tuple[dict[str, Any], np.n
     age = np.clip(rng.lognormal(np.log(12), 0.8, n), 0.2, 150).round(1)
     revenue = rng.lognormal(np.log(5e6), 1.2, n) * (1 + age / 30)
     revenue[rng.random(n) < 0.002] *= 200  # a few conglomerates
+    revenue = np.minimum(revenue, 5e10)  # the largest builders: tens of billions, inside the contract
     projects = rng.poisson(2 + np.log1p(revenue / 1e6))
     late_ratio = rng.beta(2, 6, n)
     days_to_pay = np.clip(rng.gamma(6, 6, n) + 60 * late_ratio, 1, 720).round(0)
