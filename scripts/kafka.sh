@@ -107,7 +107,8 @@ up() {
     -cp "$LIBS/*" kafka.Kafka "$HOME_DIR/server.properties" >>"$LOG_FILE" 2>&1 </dev/null &
   echo $! >"$PID_FILE"
   for ((i = 0; i < TIMEOUT * 4; i++)); do
-    if tail -n +"$start_line" "$LOG_FILE" | grep -q "Kafka Server started" && answers; then
+    # grep reads to the end (no -q): an early exit would kill tail with SIGPIPE, failing the pipe
+    if tail -n +"$start_line" "$LOG_FILE" | grep "Kafka Server started" >/dev/null && answers; then
       echo "kafka: broker $(cat "$PID_FILE") answers at $BOOTSTRAP (log: $LOG_FILE)"
       return
     fi
