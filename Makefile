@@ -128,3 +128,6 @@ pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this c
 
 deploy: manifests-check ## apply an overlay to the current kubectl context (ENV=dev|staging|prod)
 	kubectl apply -k manifests/overlays/$(ENV)
+
+clean: ## remove build outputs (build/: kustomize, Kafka jars, compiled pipelines); data/ is kept
+	rm -rf build
