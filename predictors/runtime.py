@@ -8,7 +8,6 @@ conversion is checked against sklearn's own scores at load time and dropped if t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ class LoadedModel:
     version: str
     uri: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    reference: dict[str, Any] | None = None
 
 
 def _resolve_registry_version(uri: str) -> str:
@@ -67,9 +65,7 @@ def load_model(uri: str) -> LoadedModel:
     metadata = mlmodel.metadata or {}
     version = version or str(metadata.get("model_version") or local.name)
     pipeline = _load_skops(local, mlmodel.flavors.get("sklearn", {}))
-    reference_file = local / "reference.json"
-    reference = json.loads(reference_file.read_text()) if reference_file.is_file() else None
-    return LoadedModel(pipeline, version, uri, metadata, reference)
+    return LoadedModel(pipeline, version, uri, metadata)
 
 
 def _load_skops(local: Path, flavor: dict[str, Any]) -> Any:

@@ -26,15 +26,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.settings import Settings
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "kafka.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answers(bootstrap: str, timeout: float = 1.0) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_serve_http import free_port, wait_ready
+from tests.helpers import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
