@@ -10,8 +10,10 @@ HTTP_PORT ?= 8080
 MODEL     ?= credit_risk
 export CONSTRUCTOS_DATA_DIR ?= $(abspath $(DATA_DIR))
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CONSTRUCTOS_DATA_DIR)/mlflow/mlflow.db
+# Slow downloads and builds (kustomize, Kafka jars, ...) are cached outside the checkout, keyed by version.
+export CONSTRUCTOS_TOOLS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/constructos
 KUSTOMIZE_VERSION := v5.8.1
-KUSTOMIZE := $(abspath build/bin)/kustomize-$(KUSTOMIZE_VERSION)
+export KUSTOMIZE ?= $(CONSTRUCTOS_TOOLS_CACHE)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
 .PHONY: help install test test-unit lint fmt demo serve pipeline compile mlflow \
         kafka-up kafka-down trigger manifests-check bench clean
@@ -61,10 +63,10 @@ ARGS ?=
 
 pipeline: $(STAMP) ## train MODEL with kfp.local (lands synthetic rows first if it has none); ARGS="--hp learning_rate=0.05"
 	$(PY) -m pipelines.demo --land-only --models $(MODEL)
-	$(PY) -m pipelines.run $(MODEL) $(ARGS)
+	$(PY) -m pipelines.training.run $(MODEL) $(ARGS)
 
 compile: $(STAMP) ## write the KFP IR YAML of the training pipeline (build/pipelines/<model>.yaml) for the KFP UI
-	$(PY) -m pipelines.compile --out build/pipelines
+	$(PY) -m pipelines.training.compile --out build/pipelines
 
 mlflow: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the pipeline's store (MLFLOW_TRACKING_URI)
 	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) \
@@ -80,18 +82,18 @@ demo-train: $(STAMP) ## land synthetic data where missing, train all three model
 .PHONY: publish bench-trigger
 ROWS ?= 5000
 
-kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars cached in build/kafka, data in DATA_DIR/kafka) + topics
+kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars in the tools cache, data in DATA_DIR/kafka) + topics
 	bash scripts/kafka.sh up
-	$(PY) -m pipelines.topics
+	$(PY) -m pipelines.streaming.topics
 
 kafka-down: ## stop the local Kafka broker (its data is kept)
 	bash scripts/kafka.sh down
 
 trigger: $(STAMP) ## run the Kafka trigger: land events, dead-letter bad ones, launch retraining
-	$(PY) -m pipelines.trigger
+	$(PY) -m pipelines.streaming.trigger
 
 publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.parquet) to its topic
-	$(PY) -m pipelines.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
+	$(PY) -m pipelines.streaming.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
 
 bench-trigger: $(STAMP) ## trigger throughput: 100k events per model through the broker (after kafka-up)
 	$(PY) -m bench.trigger --events 100000
@@ -111,14 +113,13 @@ canary: $(STAMP) ## analyse MODEL's challenger vs champion (inference log on Kaf
 IMAGE     ?= ghcr.io/constructos/ml-platform:$(shell sed -n 's/^ *newTag: "\(.*\)"/\1/p' manifests/base/platform/kustomization.yaml)
 ENV       ?= staging
 
-kustomize: $(KUSTOMIZE) ## install the pinned kustomize into build/bin (needs Go)
+kustomize: $(KUSTOMIZE) ## install the pinned kustomize into the tools cache (needs Go)
 
 $(KUSTOMIZE):
-	GOBIN=$(abspath build/bin) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
-	mv $(abspath build/bin)/kustomize $@
+	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 manifests-check: $(STAMP) $(KUSTOMIZE) ## build every overlay; validate (KServe CRD, Kubernetes schemas) and lint
-	KUSTOMIZE=$(KUSTOMIZE) $(PY) -m pipelines.manifests_check
+	$(PY) -m pipelines.manifests
 
 image: ## build the platform image (IMAGE=..., default: the tag the manifests pin)
 	docker build -t $(IMAGE) .
@@ -129,5 +130,8 @@ pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this c
 deploy: manifests-check ## apply an overlay to the current kubectl context (ENV=dev|staging|prod)
 	kubectl apply -k manifests/overlays/$(ENV)
 
-clean: ## remove build outputs (build/: kustomize, Kafka jars, compiled pipelines); data/ is kept
+print-%: # the value of a make variable (tests ask for the pinned tools' paths)
+	@echo $($*)
+
+clean: ## remove build outputs (build/: compiled pipelines); data/ and the tools cache are kept
 	rm -rf build

@@ -39,8 +39,8 @@ def step_seconds(log: str) -> dict[str, float]:
 
 def bench(model: str, rows: int) -> dict[str, float]:
     from pipelines.demo import land_synthetic
-    from pipelines.run import run_local
     from pipelines.settings import get_settings
+    from pipelines.training.run import run_local
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CONSTRUCTOS_DATA_DIR"] = tmp

@@ -24,11 +24,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from feature_specs import SPEC_NAMES, load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing
-from pipelines.publish import publish_events
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import ensure_topics, named
-from pipelines.trigger import Trigger
+from pipelines.streaming import landing
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import ensure_topics, named
+from pipelines.streaming.trigger import Trigger
 
 
 class _TimedTrigger(Trigger):

@@ -30,8 +30,8 @@ import pandas as pd
 
 from feature_specs.spec import SPEC_NAMES, FeatureSpec, load_spec
 from feature_specs.synthetic import best_metrics, generate
-from pipelines import landing
 from pipelines.settings import get_settings
+from pipelines.streaming import landing
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def ensure_landed(model: str, rows: int, *, seed: int = 0) -> int:
 
 def train_all(models: list[str], rows: int, *, seed: int = 0, brief: bool = False) -> bool:
     """Land data where missing, run the pipeline per model, print metrics next to the best possible."""
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     ok = True
     for model in models:

@@ -4,13 +4,13 @@
 #   scripts/kafka.sh up       fetch the jars if needed, format storage once, start, wait until it answers
 #   scripts/kafka.sh down     stop it (its data is kept)
 #   scripts/kafka.sh status   exit 0 when it runs
-#   scripts/kafka.sh fetch    only copy the jars from Maven Central (cached under build/kafka/libs)
+#   scripts/kafka.sh fetch    only copy the jars from Maven Central (cached in the tools cache)
 #
 # Environment:
 #   KAFKA_BOOTSTRAP        host:port of the client listener (default 127.0.0.1:9092)
 #   KAFKA_CONTROLLER_PORT  port of the controller listener (default: client port + 1)
 #   KAFKA_HOME_DIR         config, pid, log and data of this broker (default $CONSTRUCTOS_DATA_DIR/kafka)
-#   KAFKA_LIBS             jar cache (default build/kafka/libs in the project)
+#   KAFKA_LIBS             jar cache (default $CONSTRUCTOS_TOOLS_CACHE/kafka-<version>/libs, ~/.cache/constructos)
 #   KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx512m)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
 #   KAFKA_SASL_PORT        also listen there with SASL_PLAINTEXT/PLAIN (to try client credentials) ...
@@ -24,7 +24,8 @@ HOST="${BOOTSTRAP%:*}"
 PORT="${BOOTSTRAP##*:}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 HOME_DIR="${KAFKA_HOME_DIR:-${CONSTRUCTOS_DATA_DIR:-$ROOT/data}/kafka}"
-LIBS="${KAFKA_LIBS:-$ROOT/build/kafka/libs}"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka-pom.xml")"
+LIBS="${KAFKA_LIBS:-${CONSTRUCTOS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/constructos}/kafka-$KAFKA_VERSION/libs}"
 HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 PID_FILE="$HOME_DIR/broker.pid"

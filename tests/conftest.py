@@ -40,12 +40,13 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def kustomize() -> str:
     """The pinned kustomize (`make kustomize`, Go), exported as KUSTOMIZE for the code under test."""
-    from pipelines import manifests_check
+    from pipelines.manifests import check as manifests_check
 
     found = manifests_check.find_kustomize()
     if not found and shutil.which("go"):
         subprocess.run(["make", "-s", "kustomize"], cwd=ROOT, check=True)
-        found = manifests_check.find_kustomize()
+        asked = subprocess.run(["make", "-s", "print-KUSTOMIZE"], cwd=ROOT, capture_output=True, text=True, check=True)
+        found = asked.stdout.strip()
     if not found:
         pytest.skip("no kustomize and no Go to install it (`make kustomize`)")
     os.environ["KUSTOMIZE"] = found

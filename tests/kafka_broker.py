@@ -4,7 +4,7 @@
 127.0.0.1:9092), or starts one in a temporary folder and stops it at the end of the session.
 ``kafka_settings``: settings of an isolated world on that broker (own topic prefix, data dir and
 consumer group), so tests neither see nor disturb each other's data.
-``Broker`` runs one of its own (tests that stop it); ``TriggerProcess`` runs ``python -m pipelines.trigger``.
+``Broker`` runs one of its own (tests that stop it); ``TriggerProcess`` runs ``python -m pipelines.streaming.trigger``.
 ``tests/conftest.py`` registers this module as a plugin, so every test can ask for them.
 """
 
@@ -73,7 +73,7 @@ class Broker:
 
 
 class TriggerProcess:
-    """``python -m pipelines.trigger`` with the given settings; its log is collected line by line."""
+    """``python -m pipelines.streaming.trigger`` with the given settings; its log is collected line by line."""
 
     def __init__(self, settings: Settings, model: str, *args: str, poll_records: int = 1000) -> None:
         env = os.environ | {
@@ -88,7 +88,16 @@ class TriggerProcess:
         for name in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"):
             if value := getattr(settings, f"kafka_{name}"):
                 env[f"CONSTRUCTOS_KAFKA_{name.upper()}"] = str(value)
-        command = [sys.executable, "-m", "pipelines.trigger", "--models", model, "--no-retrain", "--log-level", "DEBUG"]
+        command = [
+            sys.executable,
+            "-m",
+            "pipelines.streaming.trigger",
+            "--models",
+            model,
+            "--no-retrain",
+            "--log-level",
+            "DEBUG",
+        ]
         self.proc = subprocess.Popen(
             [*command, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )

@@ -15,8 +15,10 @@ import pytest
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate
-from pipelines import rollout
-from pipelines.canary import (
+from pipelines.monitoring.live_accuracy import outcome_event
+from pipelines.rollout import cli as rollout
+from pipelines.rollout import plan, targets
+from pipelines.rollout.canary import (
     Evidence,
     Policy,
     Side,
@@ -27,8 +29,7 @@ from pipelines.canary import (
     parse_ladder,
     score_psi,
 )
-from pipelines.canary_sources import bucket_shares, evidence_from_prometheus, promql
-from pipelines.live_accuracy import outcome_event
+from pipelines.rollout.evidence import bucket_shares, evidence_from_prometheus, promql
 
 SPEC = load_spec("credit_risk")
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,30 +198,30 @@ def auto_args(manifests: Path, **extra: Any) -> argparse.Namespace:
 @pytest.mark.integration
 def test_auto_climbs_the_ladder_and_promotes(manifests: Path) -> None:
     args = auto_args(manifests)
-    overlay = rollout.Overlay(manifests / "overlays" / "dev")
+    overlay = targets.Overlay(manifests / "overlays" / "dev")
     seen: list[int | None] = []
 
     def analyse() -> Verdict:
-        seen.append(rollout.Serving.from_isvc(overlay.get("credit_risk")).canary_percent)
+        seen.append(plan.Serving.from_isvc(overlay.get("credit_risk")).canary_percent)
         return PROMOTE
 
     lines: list[str] = []
     outcome = rollout.auto(args, overlay, lambda: None, lines.append, analyse, sleep=lambda s: None)
     assert outcome == "promote"
     assert seen == [10, 25, 50, 100]
-    final = rollout.Serving.from_isvc(overlay.get("credit_risk"))
-    assert final == rollout.Serving("models:/credit_risk/7", None, None, 50)
+    final = plan.Serving.from_isvc(overlay.get("credit_risk"))
+    assert final == plan.Serving("models:/credit_risk/7", None, None, 50)
 
 
 @pytest.mark.integration
 def test_auto_rolls_back_after_the_failure_limit(manifests: Path) -> None:
     args = auto_args(manifests)
-    overlay = rollout.Overlay(manifests / "overlays" / "dev")
+    overlay = targets.Overlay(manifests / "overlays" / "dev")
     verdicts = iter([PROMOTE, WAIT, ROLLBACK, ROLLBACK])
     lines: list[str] = []
     outcome = rollout.auto(args, overlay, lambda: None, lines.append, lambda: next(verdicts), sleep=lambda s: None)
     assert outcome == "rollback"
     assert any("check 4: rollback -> rollback" in line for line in lines)
-    assert rollout.Serving.from_isvc(overlay.get("credit_risk")) == rollout.Serving(
+    assert plan.Serving.from_isvc(overlay.get("credit_risk")) == plan.Serving(
         "models:/credit_risk@champion", None, None, 50
     )

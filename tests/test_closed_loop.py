@@ -2,7 +2,7 @@
 
 1. Drift: the champion (trained by the real pipeline) is served by ``python -m predictors
    --inference_log``; ``python -m pipelines.monitoring`` reads the log; traffic whose distribution
-   shifts drifts a window -> a retrain request -> ``python -m pipelines.trigger`` launches the
+   shifts drifts a window -> a retrain request -> ``python -m pipelines.streaming.trigger`` launches the
    real training pipeline (kfp.local) -> a new version is registered as ``@challenger``.
 2. Shadow: a worse challenger shadows the champion; outcomes arrive for the requests;
    ``python -m pipelines.rollout auto`` (GitOps overlay on a copy of the manifests, MLflow
@@ -32,12 +32,12 @@ import pytest
 from feature_specs import Validator, load_spec
 from feature_specs.synthetic import generate
 from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
-from pipelines.canary_sources import read_topic
 from pipelines.demo import land_synthetic
-from pipelines.live_accuracy import outcome_event
-from pipelines.outcomes import publish_outcomes
+from pipelines.monitoring.live_accuracy import outcome_event
+from pipelines.monitoring.outcomes import publish_outcomes
+from pipelines.rollout.evidence import read_topic
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import INFERENCE_LOG, MODEL_EVENTS, ensure_topics, named
+from pipelines.streaming.topics import INFERENCE_LOG, MODEL_EVENTS, ensure_topics, named
 from tests.kafka_broker import ROOT, free_port
 from tests.test_drift import shifted
 from tests.test_monitoring_kafka import raw_columns, v2_request
@@ -130,7 +130,7 @@ def serve(settings: Settings, port: int, *extra: str) -> list[str]:
 def test_drift_requests_a_retrain_that_registers_a_new_challenger(world: Settings, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     land_synthetic(MODEL, 4000, seed=7)
     champion = run_local(MODEL)
@@ -146,7 +146,7 @@ def test_drift_requests_a_retrain_that_registers_a_new_challenger(world: Setting
     with (
         process(serve(world, int(predictor.rsplit(":", 1)[1])), env, logs["predictor"]),
         process(["pipelines.monitoring", "--port", monitoring.rsplit(":", 1)[1]], env, logs["monitoring"]),
-        process(["pipelines.trigger", "--models", MODEL], env, logs["trigger"]),
+        process(["pipelines.streaming.trigger", "--models", MODEL], env, logs["trigger"]),
     ):
         wait_for("predictor ready", lambda: httpx.get(f"{predictor}/v2/models/{MODEL}/ready").status_code == 200,
                  logs["predictor"])  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from feature_specs import Validator, load_spec
 from feature_specs.reference import build_reference
 from feature_specs.synthetic import generate
-from pipelines.drift import Windows, feature_drift, js_distance, psi, score_shift, window_drift
+from pipelines.monitoring.drift import Windows, feature_drift, js_distance, psi, score_shift, window_drift
 
 SPEC = load_spec("credit_risk")
 

@@ -16,10 +16,10 @@ from kafka import KafkaConsumer
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing
-from pipelines.publish import publish_events
 from pipelines.settings import Settings
-from pipelines.topics import dlq, ensure_topics, named
+from pipelines.streaming import landing
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import dlq, ensure_topics, named
 from tests.kafka_broker import Broker, TriggerProcess, isolated_settings
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing
-from pipelines.publish import publish_events
 from pipelines.settings import Settings
-from pipelines.topics import ensure_topics
-from pipelines.trigger import Trigger
+from pipelines.streaming import landing
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import ensure_topics
+from pipelines.streaming.trigger import Trigger
 from tests.kafka_broker import Broker, TriggerProcess, free_port, isolated_settings
 
 PASSWORD = "pw-7c1e9a"  # of a throw-away test broker

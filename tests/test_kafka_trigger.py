@@ -14,14 +14,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing
-from pipelines.events import EventPublisher
-from pipelines.publish import main as publish_main
-from pipelines.publish import publish_events, request_retrain
-from pipelines.retrain_state import RetrainState
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import MODEL_EVENTS, all_topics, dlq, ensure_topics, named
-from pipelines.trigger import Trigger
+from pipelines.streaming import landing
+from pipelines.streaming.events import EventPublisher
+from pipelines.streaming.publish import main as publish_main
+from pipelines.streaming.publish import publish_events, request_retrain
+from pipelines.streaming.retrain_state import RetrainState
+from pipelines.streaming.topics import MODEL_EVENTS, all_topics, dlq, ensure_topics, named
+from pipelines.streaming.trigger import Trigger
 from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.integration

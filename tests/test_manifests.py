@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines import manifests_check as mc
+from pipelines.manifests import check as mc
 
 OVERLAYS = ("dev", "staging", "prod")
 Bundle = list[dict[str, Any]]
@@ -342,7 +342,7 @@ def test_image_tag(image: str, tag: str | None) -> None:
 
 
 def test_kafka_topics_cover_every_topic_the_platform_uses() -> None:
-    from pipelines.topics import all_topics
+    from pipelines.streaming.topics import all_topics
 
     topics = yaml.safe_load_all((mc.MANIFESTS / "base" / "kafka" / "topics.yaml").read_text())
     declared = {t["spec"]["topicName"] for t in topics}

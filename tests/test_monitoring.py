@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from feature_specs import Validator, load_spec
 from feature_specs.reference import build_reference
 from feature_specs.synthetic import generate
-from pipelines.live_accuracy import Outcome, PredictionStore, breaches, outcome_event, parse_outcome
-from pipelines.monitoring import Monitor, MonitoringSettings
-from pipelines.payload_log import REQUEST_TYPE, RESPONSE_TYPE, PayloadError, PayloadJoiner
+from pipelines.monitoring.live_accuracy import Outcome, PredictionStore, breaches, outcome_event, parse_outcome
+from pipelines.monitoring.monitor import Monitor, MonitoringSettings
+from pipelines.monitoring.payload_log import REQUEST_TYPE, RESPONSE_TYPE, PayloadError, PayloadJoiner
 from tests.test_drift import columns, shifted
 
 SPEC = load_spec("credit_risk")

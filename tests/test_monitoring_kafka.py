@@ -19,12 +19,12 @@ from prometheus_client import REGISTRY
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate
-from pipelines.live_accuracy import outcome_event
-from pipelines.monitoring import MonitoringService, MonitoringSettings, RetrainRequests, create_app
-from pipelines.outcomes import publish_outcomes
-from pipelines.payload_log import REQUEST_TYPE, RESPONSE_TYPE
+from pipelines.monitoring.live_accuracy import outcome_event
+from pipelines.monitoring.outcomes import publish_outcomes
+from pipelines.monitoring.payload_log import REQUEST_TYPE, RESPONSE_TYPE
+from pipelines.monitoring.service import MonitoringService, MonitoringSettings, RetrainRequests, create_app
 from pipelines.settings import Settings
-from pipelines.topics import INFERENCE_LOG, MODEL_EVENTS, RETRAIN_REQUESTS, ensure_topics, named
+from pipelines.streaming.topics import INFERENCE_LOG, MODEL_EVENTS, RETRAIN_REQUESTS, ensure_topics, named
 
 pytestmark = pytest.mark.integration
 SPEC = load_spec("credit_risk")

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from feature_specs import SPEC_NAMES, load_spec
-from pipelines import landing
-from pipelines.compile import compile_all
 from pipelines.demo import land_synthetic
 from pipelines.settings import get_settings
+from pipelines.streaming import landing
+from pipelines.training.compile import compile_all
 
 MODEL = "credit_risk"
 
@@ -86,7 +86,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _client() -> Any:
     from mlflow import MlflowClient
 
-    from pipelines import mlflow_store
+    from pipelines.training import mlflow_store
 
     mlflow_store.configure()
     return MlflowClient()
@@ -94,7 +94,7 @@ def _client() -> Any:
 
 @pytest.mark.integration
 def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path) -> None:
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     summary = run_local(MODEL, hyperparameters={"max_iter": 5})  # deliberately weak: passes the floors
     assert summary.gate_passed, summary.gate_reasons
@@ -136,7 +136,7 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
 
 @pytest.mark.integration
 def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Path) -> None:
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     summary = run_local(MODEL, hyperparameters={"learning_rate": 0.03})  # 100 slower steps beat 5
     assert summary.gate_passed and (summary.version, summary.alias) == ("2", "challenger")
@@ -152,7 +152,7 @@ def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Pat
 
 @pytest.mark.integration
 def test_shuffled_labels_are_rejected_by_the_gate_and_get_no_alias(platform: Path) -> None:
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     before = {v.version for v in _client().search_model_versions(f"name='{MODEL}'")}
     summary = run_local(MODEL, shuffle_labels=True)
@@ -170,7 +170,7 @@ def test_poisoned_snapshot_stops_at_validate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.demo import landing_frame
-    from pipelines.run import run_local
+    from pipelines.training.run import run_local
 
     monkeypatch.setenv("CONSTRUCTOS_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -191,7 +191,7 @@ def test_poisoned_snapshot_stops_at_validate(
         assert not (run_dir / "train").exists()
         import mlflow
 
-        from pipelines import mlflow_store
+        from pipelines.training import mlflow_store
 
         mlflow_store.configure()
         assert mlflow.search_runs(search_all_experiments=True).empty  # nothing was trained

@@ -1,4 +1,4 @@
-"""pipelines.rollout: pure plans and patch bodies, the Kubernetes client call against a local
+"""pipelines.rollout.cli: pure plans and patch bodies, the Kubernetes client call against a local
 HTTP endpoint, and (integration) GitOps edits rendered by kustomize with MLflow aliases
 moved in a real sqlite registry."""
 
@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines import manifests_check as mc
-from pipelines import rollout as ro
+from pipelines.manifests import check as mc
+from pipelines.rollout import cli, targets
+from pipelines.rollout import plan as ro
+from pipelines.rollout.aliases import read_aliases
 
 BASE_ISVCS = mc.MANIFESTS / "base" / "platform" / "inferenceservices.yaml"
 
@@ -222,16 +224,16 @@ def no_mlflow() -> Any:
 
 def test_cluster_rollout_sends_merge_patches_through_the_kubernetes_client(api_server: Any) -> None:
     api, fake = api_server
-    cluster = ro.Cluster("constructos-ml", api)
+    cluster = targets.Cluster("constructos-ml", api)
     path = "/apis/serving.kserve.io/v1beta1/namespaces/constructos-ml/inferenceservices/credit-risk"
 
-    start = ro.parse_args(["start", "credit_risk", "--version", "4", "--percent", "20", "--no-aliases"])
-    out = ro.run(start, cluster, no_mlflow)
+    start = cli.parse_args(["start", "credit_risk", "--version", "4", "--percent", "20", "--no-aliases"])
+    out = cli.run(start, cluster, no_mlflow)
     assert fake.patches[0][:2] == (path, "application/merge-patch+json")
     assert json.loads(out[0].split(": ", 1)[1]) == fake.patches[0][2]
     assert fake.objects[path]["spec"]["predictor"]["canaryTrafficPercent"] == 20
 
-    ro.run(ro.parse_args(["rollback", "credit_risk", "--no-aliases"]), cluster, no_mlflow)
+    cli.run(cli.parse_args(["rollback", "credit_risk", "--no-aliases"]), cluster, no_mlflow)
     pin, restore = (p[2] for p in fake.patches[1:])
     assert pin["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
     assert pin["metadata"]["resourceVersion"] == "42" and restore["metadata"]["resourceVersion"] == "43"
@@ -243,7 +245,7 @@ def test_cluster_rollout_sends_merge_patches_through_the_kubernetes_client(api_s
 def test_start_canary_for_the_deploy_step_patches_only_the_rollout_fields(api_server: Any) -> None:
     api, fake = api_server
     before = copy.deepcopy(next(iter(fake.objects.values())))
-    ro.start_canary("credit_risk", "5", 15, api=api)
+    targets.start_canary("credit_risk", "5", 15, api=api)
     ((_, _, body),) = fake.patches
     after_patch = next(iter(fake.objects.values()))
     assert ro.Serving.from_isvc(after_patch) == ro.Serving("models:/credit_risk/5", 15, "models:/credit_risk@champion")
@@ -255,9 +257,9 @@ def test_start_canary_for_the_deploy_step_patches_only_the_rollout_fields(api_se
 def test_dry_run_prints_the_patches_and_changes_nothing(api_server: Any) -> None:
     api, fake = api_server
     before = copy.deepcopy(fake.objects)
-    out = ro.run(
-        ro.parse_args(["start", "credit_risk", "--version", "4", "--dry-run"]),
-        ro.Cluster("constructos-ml", api),
+    out = cli.run(
+        cli.parse_args(["start", "credit_risk", "--version", "4", "--dry-run"]),
+        targets.Cluster("constructos-ml", api),
         no_mlflow,
     )
     assert out[0] == "alias challenger -> 4"
@@ -273,7 +275,7 @@ def test_a_concurrent_change_is_a_conflict_not_an_overwrite(api_server: Any, isv
     stale = copy.deepcopy(isvc)
     next(iter(fake.objects.values()))["metadata"]["resourceVersion"] = "99"  # someone else wrote
     with pytest.raises(ApiException) as raised:
-        ro.Cluster("constructos-ml", api).apply("credit_risk", stale, ro.Serving("models:/credit_risk/4", 10, "x"))
+        targets.Cluster("constructos-ml", api).apply("credit_risk", stale, ro.Serving("models:/credit_risk/4", 10, "x"))
     assert raised.value.status == 409
 
 
@@ -324,8 +326,8 @@ def overlay(tmp_path: Path, kustomize: str) -> Path:
 
 
 def gitops(command: str, overlay: Path, client: Any, *extra: str) -> list[str]:
-    args = ro.parse_args([command, "credit_risk", "--offline", "--overlay", str(overlay), *extra])
-    return ro.run(args, ro.Overlay(overlay), lambda: client)
+    args = cli.parse_args([command, "credit_risk", "--offline", "--overlay", str(overlay), *extra])
+    return cli.run(args, targets.Overlay(overlay), lambda: client)
 
 
 def rendered(overlay: Path) -> dict[str, Any]:
@@ -333,7 +335,7 @@ def rendered(overlay: Path) -> dict[str, Any]:
 
 
 def aliases(client: Any) -> dict[str, str | None]:
-    return ro.read_aliases(client, "credit_risk")
+    return read_aliases(client, "credit_risk")
 
 
 @pytest.mark.integration
@@ -399,12 +401,12 @@ def test_unknown_versions_and_aliases_are_refused(overlay: Path, registry: Any) 
 def test_cli_status_and_dry_run_offline(overlay: Path, registry: Any, capsys: pytest.CaptureFixture[str]) -> None:
     uri = registry.tracking_uri
     before = (overlay / "rollout" / "credit_risk.yaml").read_text()
-    assert ro.main(["status", "credit_risk", "--overlay", str(overlay), "--tracking-uri", uri]) == 0
+    assert cli.main(["status", "credit_risk", "--overlay", str(overlay), "--tracking-uri", uri]) == 0
     status = capsys.readouterr().out
     assert "model_uri:      models:/credit_risk@champion" in status and "alias champion: 1" in status
-    assert ro.main(["start", "credit_risk", "--overlay", str(overlay), "--version", "2", "--dry-run"]) == 0
+    assert cli.main(["start", "credit_risk", "--overlay", str(overlay), "--version", "2", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "alias challenger -> 2" in printed and "value: models:/credit_risk@champion" in printed
     assert (overlay / "rollout" / "credit_risk.yaml").read_text() == before
-    assert ro.main(["promote", "credit_risk", "--overlay", str(overlay), "--tracking-uri", uri]) == 2
+    assert cli.main(["promote", "credit_risk", "--overlay", str(overlay), "--tracking-uri", uri]) == 2
     assert "no canary is running" in capsys.readouterr().err

@@ -13,15 +13,15 @@ import yaml
 
 from feature_specs import Validator, load_spec
 from feature_specs.synthetic import generate
-from pipelines import landing, launch
 from pipelines.demo import landing_frame
-from pipelines.run import TaskLogFilter
 from pipelines.settings import get_settings
-from pipelines.steps import deploy
-from pipelines.steps.evaluate import compute_metrics, gate
-from pipelines.steps.extract import content_hash, extract
-from pipelines.steps.train import model_input
-from pipelines.submit import run_name, submit
+from pipelines.streaming import landing, launch
+from pipelines.training.run import TaskLogFilter
+from pipelines.training.steps import deploy
+from pipelines.training.steps.evaluate import compute_metrics, gate
+from pipelines.training.steps.extract import content_hash, extract
+from pipelines.training.steps.train import model_input
+from pipelines.training.submit import run_name, submit
 
 SPEC = load_spec("credit_risk")
 
@@ -82,7 +82,7 @@ def test_extract_without_data_fails_clearly(tmp_path: Path) -> None:
 
 
 def _validate(frame: pd.DataFrame, tmp_path: Path) -> Any:
-    from pipelines.steps.validate import validate
+    from pipelines.training.steps.validate import validate
 
     return validate(SPEC, frame, tmp_path / "result.json", tmp_path / "docs")
 
@@ -96,7 +96,7 @@ def test_clean_snapshot_passes_and_writes_result_and_data_docs(landed: pd.DataFr
 
 
 def test_poisoned_snapshot_fails_naming_every_problem(landed: pd.DataFrame, tmp_path: Path) -> None:
-    from pipelines.steps.validate import ValidationFailed, check
+    from pipelines.training.steps.validate import ValidationFailed, check
 
     poisoned = landed.copy()
     poisoned["tax_id"] = "DE123456789"
@@ -204,7 +204,7 @@ def test_launch_same_key_runs_once(data_dir: Path, monkeypatch: pytest.MonkeyPat
         calls.append((model, params))
         return Summary()
 
-    monkeypatch.setattr("pipelines.run.run_local", fake_run_local)
+    monkeypatch.setattr("pipelines.training.run.run_local", fake_run_local)
     assert launch.launch_training("credit_risk", key="finance/batch-1", seed=1) == "training-123"
     assert launch.launch_training("credit_risk", key="finance/batch-1", seed=1) == "training-123"
     assert launch.launch_training("credit_risk", key="finance/batch-2") == "training-123"
@@ -215,7 +215,7 @@ def test_launch_failed_key_is_not_retried(data_dir: Path, monkeypatch: pytest.Mo
     def failing(model: str, **params: Any) -> Any:
         raise RuntimeError("validate failed")
 
-    monkeypatch.setattr("pipelines.run.run_local", failing)
+    monkeypatch.setattr("pipelines.training.run.run_local", failing)
     with pytest.raises(RuntimeError):
         launch.launch_training("credit_risk", key="k")
     assert launch.launch_training("credit_risk", key="k") == ""
@@ -262,7 +262,7 @@ def test_task_log_filter_drops_executor_boilerplate() -> None:
 
 
 def test_hyperparameters_from_a_kfp_struct_get_their_int_type_back() -> None:
-    from pipelines.steps.train import hyperparameter_values
+    from pipelines.training.steps.train import hyperparameter_values
 
     values = hyperparameter_values({"max_iter": 30.0, "learning_rate": 0.05, "loss": "log_loss"})
     assert values == {"max_iter": 30, "learning_rate": 0.05, "loss": "log_loss"}

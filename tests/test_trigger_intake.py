@@ -10,7 +10,7 @@ import pytest
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines.intake import Intake
+from pipelines.streaming.intake import Intake
 
 SPEC = load_spec("credit_risk")
 

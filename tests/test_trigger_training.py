@@ -14,9 +14,9 @@ from kafka import KafkaConsumer
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines.publish import publish_events
 from pipelines.settings import Settings
-from pipelines.topics import MODEL_EVENTS, ensure_topics, named
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics, named
 from tests.kafka_broker import ROOT
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) ->
         "CONSTRUCTOS_TRIGGER_GROUP": kafka_settings.trigger_group,
         "CONSTRUCTOS_PIPELINE_RUNNER": "local",
     }
-    command = [sys.executable, "-m", "pipelines.trigger", "--models", MODEL, "--exit-when-idle", "2"]
+    command = [sys.executable, "-m", "pipelines.streaming.trigger", "--models", MODEL, "--exit-when-idle", "2"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 

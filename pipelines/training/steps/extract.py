@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import landing
+from pipelines.streaming import landing
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The run name is derived from a caller-given key (e.g. the Kafka trigger's batch id), and a run
 with that name in the experiment is reused: the same key never makes two runs.
 
-    python -m pipelines.submit credit_risk --key finance-2026-11-24T10 [--host https://kfp.example]
+    python -m pipelines.training.submit credit_risk --key finance-2026-11-24T10 [--host https://kfp.example]
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import re
 import sys
 from typing import Any
 
-from pipelines.run import add_pipeline_arguments, pipeline_arguments
 from pipelines.settings import get_settings
+from pipelines.training.run import add_pipeline_arguments, pipeline_arguments
 
 EXPERIMENT = "constructos-training"
 
@@ -39,7 +39,7 @@ def find_run(client: Any, experiment_id: str, name: str) -> str | None:
 
 def submit(model: str, *, key: str, client: Any = None, experiment: str = EXPERIMENT, **params: Any) -> str:
     """Start (or find) the run for ``key``; returns the KFP run id."""
-    from pipelines.training import training_pipeline
+    from pipelines.training.pipeline import training_pipeline
 
     if client is None:
         import kfp
@@ -61,7 +61,7 @@ def submit(model: str, *, key: str, client: Any = None, experiment: str = EXPERI
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.submit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.training.submit", description=__doc__.splitlines()[0])
     add_pipeline_arguments(parser)
     parser.add_argument("--key", required=True, help="idempotency key: one run per key")
     parser.add_argument("--host", help="KFP endpoint (default: CONSTRUCTOS_KFP_HOST)")

@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from pipelines import components
+from pipelines.training import components
 
 PIPELINE_NAME = "training"
 

@@ -3,7 +3,7 @@
 Per model (from its feature spec): ``source_topic`` (events the trigger lands), ``outcome_topic``
 (ground truth for live accuracy) and ``<source_topic>.dlq`` (rejected events, kept 7 days).
 Shared: ``mlops.retrain-requests``, ``mlops.model-events`` and ``mlops.inference-log``.
-Every name carries ``Settings.kafka_topic_prefix``. ``python -m pipelines.topics`` creates them.
+Every name carries ``Settings.kafka_topic_prefix``. ``python -m pipelines.streaming.topics`` creates them.
 """
 
 from __future__ import annotations

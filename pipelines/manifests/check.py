@@ -8,7 +8,7 @@
   metadata are checked only — and the report says so.
 * Lint rules for what the schemas allow but the platform must not do (see ``lint``).
 
-Usage: ``python -m pipelines.manifests_check [OVERLAY_DIR ...]`` (default: every overlay).
+Usage: ``python -m pipelines.manifests.check [OVERLAY_DIR ...]`` (default: every overlay).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 ISVC_SCHEMA = MANIFESTS / "schemas" / "inferenceservice-v1beta1.json"
 KUBERNETES_VERSION = "1.33"
@@ -67,11 +67,11 @@ def ident(res: Resource) -> str:
 
 
 def find_kustomize() -> str | None:
-    """$KUSTOMIZE, else the pinned one `make kustomize` puts in build/bin, else PATH."""
-    if configured := os.environ.get("KUSTOMIZE"):
+    """$KUSTOMIZE (`make` points it at the pinned one in the tools cache), else PATH."""
+    configured = os.environ.get("KUSTOMIZE")
+    if configured and Path(configured).is_file():
         return configured
-    local = sorted((ROOT / "build" / "bin").glob("kustomize-v*"))
-    return str(local[-1]) if local else shutil.which("kustomize")
+    return shutil.which("kustomize")
 
 
 def build(overlay: Path, kustomize: str | None = None) -> list[Resource]:
@@ -293,7 +293,7 @@ def check(resources: list[Resource]) -> tuple[list[Finding], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.manifests_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.manifests.check", description=__doc__.split("\n")[0])
     parser.add_argument("overlays", nargs="*", type=Path, help="overlay directories (default: all)")
     args = parser.parse_args(argv)
     overlays = args.overlays or sorted(p for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())

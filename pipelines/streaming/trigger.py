@@ -1,7 +1,7 @@
-"""The Kafka trigger: lands the models' events and launches retraining (``python -m pipelines.trigger``).
+"""The Kafka trigger: lands the models' events and launches retraining (``python -m pipelines.streaming.trigger``).
 
 **Intake.** A consumer group reads each model's ``source_topic``. Every event is checked against
-the model's feature spec (policy in :mod:`pipelines.intake`): PII fields named in the spec are
+the model's feature spec (policy in :mod:`pipelines.streaming.intake`): PII fields named in the spec are
 stripped; a field the spec does not know is refused, like malformed JSON, a wrong type, a value out
 of range or an oversized message. Refused events go to ``<source_topic>.dlq`` unchanged, with the
 reason in headers (``error.field``, ``error.reason``, ``source.topic``, ``source.partition``,
@@ -16,7 +16,7 @@ replays the batch, and events whose id is already landed are skipped: exactly on
 ``retrain.min_new_rows`` (and it has ``retrain.min_rows`` in all), or when a request
 ``{"model": ..., "reason": ..., "request_id": ...}`` arrives on ``mlops.retrain-requests``. Each
 launch has a trigger key (``<model>-rows-<baseline>`` or ``<model>-request-<request_id>``) recorded
-under the data dir before the launch, so a key launches once (:mod:`pipelines.retrain_state`).
+under the data dir before the launch, so a key launches once (:mod:`pipelines.streaming.retrain_state`).
 Launches run in a background thread and are reported on ``mlops.model-events``.
 
 **Resilience.** Any Kafka failure (broker down at start or gone mid-stream, a failed commit) closes
@@ -43,21 +43,21 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from feature_specs import SPEC_NAMES, load_spec
-from pipelines import landing
-from pipelines.events import EventPublisher
-from pipelines.intake import Intake, Reject
-from pipelines.retrain_state import RetrainState
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import RETRAIN_REQUESTS, dlq, ensure_topics, named
+from pipelines.streaming import landing
+from pipelines.streaming.events import EventPublisher
+from pipelines.streaming.intake import Intake, Reject
+from pipelines.streaming.retrain_state import RetrainState
+from pipelines.streaming.topics import RETRAIN_REQUESTS, dlq, ensure_topics, named
 
-log = logging.getLogger("pipelines.trigger")
+log = logging.getLogger("pipelines.streaming.trigger")
 
 Launcher = Callable[..., str]
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
     """The default launcher: the training pipeline (imported only when a run is due)."""
-    from pipelines.launch import launch_training as launch
+    from pipelines.streaming.launch import launch_training as launch
 
     return launch(model, key=key, **params)
 
@@ -294,7 +294,7 @@ class Trigger:
 
 
 def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.trigger", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.streaming.trigger", description=__doc__.split("\n")[0])
     parser.add_argument("--models", help="comma-separated models (default: all, or CONSTRUCTOS_TRIGGER_MODELS)")
     parser.add_argument("--no-retrain", action="store_true", help="only land events (backfills): never launch")
     parser.add_argument("--exit-when-idle", type=float, metavar="S", help="stop after S seconds without records")

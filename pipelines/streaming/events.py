@@ -8,7 +8,7 @@ steps add their own (e.g. ``model.registered``, ``model.promoted``, ``rollout.st
 Publishing is best effort: a lifecycle event must never fail the work it reports, so an
 unreachable broker is logged and the event dropped::
 
-    from pipelines.events import emit
+    from pipelines.streaming.events import emit
     emit("model.promoted", "credit_risk", version="7", run_id=run_id)
 """
 
@@ -25,7 +25,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import MODEL_EVENTS, named
+from pipelines.streaming.topics import MODEL_EVENTS, named
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from feature_specs.spec import FeatureSpec
-from pipelines import mlflow_store
-from pipelines.steps.train import labels, model_input, scores
+from pipelines.training import mlflow_store
+from pipelines.training.steps.train import labels, model_input, scores
 
 log = logging.getLogger(__name__)
 

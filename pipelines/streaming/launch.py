@@ -57,11 +57,11 @@ def launch_training(model: str, *, key: str, **params: Any) -> str:
         return str(previous.get("run_id", ""))
     try:
         if settings.pipeline_runner == "kfp":
-            from pipelines.submit import submit
+            from pipelines.training.submit import submit
 
             run_id = submit(model, key=key, **params)
         else:
-            from pipelines.run import run_local
+            from pipelines.training.run import run_local
 
             run_id = run_local(model, **params).pipeline_run_id
     except Exception as exc:

@@ -7,7 +7,7 @@
 
 ``request_id`` is the id of the scoring request (V2 ``id``, the ``x-request-id`` header, or the
 id in the response); ``row`` (default 0) is the row's position in a batch request; ``actual`` is
-a bool for classifiers and a number for regression models. ``python -m pipelines.outcomes``
+a bool for classifiers and a number for regression models. ``python -m pipelines.monitoring.outcomes``
 publishes them.
 
 **Join.** Predictions from the inference log are kept in a bounded sqlite table under the data dir
@@ -16,7 +16,7 @@ after 90 days), so the store must outlive a restart and hold more rows than memo
 in-memory LRU would forget everything on every deploy. Each prediction takes its label once, so a
 replayed outcome is not counted twice. Joined pairs feed a rolling window per model version and
 role (:class:`RollingAccuracy`) whose metrics are the gate's own
-(:func:`pipelines.steps.evaluate.compute_metrics`), checked against the spec's floors and ceilings.
+(:func:`pipelines.training.steps.evaluate.compute_metrics`), checked against the spec's floors and ceilings.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class PredictionStore:
 
 def live_metrics(spec: FeatureSpec, actual: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """The gate's metrics on labelled live rows; {} while they cannot be computed (no rows, or one class)."""
-    from pipelines.steps.evaluate import compute_metrics
+    from pipelines.training.steps.evaluate import compute_metrics
 
     if len(actual) == 0 or (spec.is_classifier and len(set(actual.tolist())) < 2):
         return {}

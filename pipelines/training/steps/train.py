@@ -16,7 +16,7 @@ from feature_specs.reference import build_reference, write_reference
 from feature_specs.spec import FeatureSpec
 from feature_specs.transform import build_model
 from feature_specs.validation import Validator
-from pipelines import mlflow_store
+from pipelines.training import mlflow_store
 
 log = logging.getLogger(__name__)
 

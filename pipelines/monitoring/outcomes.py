@@ -1,9 +1,9 @@
 """Publish ground truth (outcome events) to a model's ``outcome_topic``, as the ERP services would.
 
-    python -m pipelines.outcomes credit_risk --request-id req-42 --actual true [--row 0]
-    python -m pipelines.outcomes stock_demand --file outcomes.csv   # columns: request_id, actual[, row]
+    python -m pipelines.monitoring.outcomes credit_risk --request-id req-42 --actual true [--row 0]
+    python -m pipelines.monitoring.outcomes stock_demand --file outcomes.csv   # columns: request_id, actual[, row]
 
-The event format is documented in :mod:`pipelines.live_accuracy`; events are keyed by
+The event format is documented in :mod:`pipelines.monitoring.live_accuracy`; events are keyed by
 ``event_id`` like every other event of the platform.
 """
 
@@ -19,10 +19,10 @@ import pandas as pd
 import yaml
 
 from feature_specs import SPEC_NAMES, load_spec
-from pipelines.live_accuracy import outcome_event, parse_outcome
-from pipelines.publish import publish_events
+from pipelines.monitoring.live_accuracy import outcome_event, parse_outcome
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import ensure_topics, named
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import ensure_topics, named
 
 
 def publish_outcomes(model: str, outcomes: Iterable[dict[str, Any]], settings: Settings | None = None) -> int:
@@ -50,7 +50,7 @@ def file_outcomes(model: str, path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.outcomes", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.monitoring.outcomes", description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=SPEC_NAMES)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--request-id", help="the scoring request the outcome belongs to")

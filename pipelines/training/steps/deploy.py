@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 
 from feature_specs.spec import FeatureSpec
-from pipelines import mlflow_store
+from pipelines.training import mlflow_store
 
 log = logging.getLogger(__name__)
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base"
+MANIFESTS = Path(__file__).resolve().parents[3] / "manifests" / "base"
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -130,10 +130,10 @@ def apply_isvc(model: str, version: str, share: int | None) -> str:
         return "skipped: not inside a Kubernetes cluster (the rendered manifest is the artifact)"
     if share is None:
         return f"alias champion -> version {version}; the live InferenceService loads it"
-    from pipelines import rollout
+    from pipelines.rollout import plan, targets
 
-    namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else rollout.NAMESPACE
-    return rollout.start_canary(model, version, share, namespace=namespace)
+    namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else plan.NAMESPACE
+    return targets.start_canary(model, version, share, namespace=namespace)
 
 
 def deploy_isvc(spec: FeatureSpec, registration: Registration, out: Path, *, canary_percent: int, image: str) -> str:

@@ -1,7 +1,7 @@
 """Run the training pipeline on this machine with kfp.local (every step a subprocess of this
 interpreter) and summarise the outcome from MLflow.
 
-    python -m pipelines.run credit_risk [--hp learning_rate=0.05] [--since 2026-01-01] [--shuffle-labels]
+    python -m pipelines.training.run credit_risk [--hp learning_rate=0.05] [--since 2026-01-01] [--shuffle-labels]
 
 Exit status: 0 the model passed its gate (registered and deployed), 1 a step failed (e.g.
 validate), 3 the gate rejected the model — so CI fails on a model below the accuracy floor.
@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from feature_specs.spec import SPEC_NAMES, load_spec
-from pipelines import mlflow_store
 from pipelines.settings import get_settings
+from pipelines.training import mlflow_store
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -129,7 +129,7 @@ def run_local(model: str, *, verbose: bool = False, brief: bool = False, **param
     """Run the whole DAG for ``model``; raises RuntimeError when a step fails (e.g. validate)."""
     import warnings
 
-    from pipelines.training import training_pipeline
+    from pipelines.training.pipeline import training_pipeline
 
     load_spec(model)  # fail fast on an unknown model
     init_local()
@@ -180,7 +180,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.training.run", description=__doc__.splitlines()[0])
     add_pipeline_arguments(parser)
     args = parser.parse_args(argv)
     print(f"MLflow: {mlflow_store.configure()}")

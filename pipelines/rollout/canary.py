@@ -6,7 +6,7 @@ score distributions), live accuracy once enough labels arrived — and answers `
 ``rollback`` or ``inconclusive`` with its reasons. A check that could not be measured (e.g.
 latency from the inference log) is named and skipped. :func:`next_step` turns a verdict into the
 ladder's next move (10 → 25 → 50 → 100 → promote), rolling back after ``failure_limit`` failed
-checks. :mod:`pipelines.canary_sources` gathers the evidence (Prometheus or the inference log).
+checks. :mod:`pipelines.rollout.evidence` gathers the evidence (Prometheus or the inference log).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 
 from feature_specs.reference import bin_frequencies, quantile_edges
 from feature_specs.spec import FeatureSpec
-from pipelines.drift import psi
-from pipelines.live_accuracy import live_metrics
+from pipelines.monitoring.drift import psi
+from pipelines.monitoring.live_accuracy import live_metrics
 
 Decision = Literal["promote", "rollback", "inconclusive"]
 LADDER: tuple[int, ...] = (10, 25, 50, 100)

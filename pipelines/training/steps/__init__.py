@@ -1,4 +1,4 @@
-"""The training steps as plain functions: importable, unit-tested, wrapped by ``pipelines.components``."""
+"""The training steps as plain functions: importable, unit-tested, wrapped by ``pipelines.training.components``."""
 
 import logging
 import os

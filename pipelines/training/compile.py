@@ -1,7 +1,7 @@
 """Compile the training pipeline to KFP IR YAML: one file per model (its name and the spec's
 hyperparameters as defaults) plus the generic ``training.yaml``; upload any of them in the KFP UI.
 
-    python -m pipelines.compile [--out build/pipelines]
+    python -m pipelines.training.compile [--out build/pipelines]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def pipeline_name(model: str) -> str:
 def compile_all(out: Path) -> list[Path]:
     from kfp import compiler
 
-    from pipelines.training import training_pipeline
+    from pipelines.training.pipeline import training_pipeline
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -41,7 +41,7 @@ def compile_all(out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.compile", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.training.compile", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/pipelines"))
     args = parser.parse_args(argv)
     for path in compile_all(args.out):

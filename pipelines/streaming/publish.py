@@ -1,8 +1,8 @@
 """Send events to a model's source topic, as the ERP services would.
 
-    python -m pipelines.publish credit_risk --rows 5000          # synthetic events (seeded)
-    python -m pipelines.publish credit_risk --file rows.parquet  # or .csv; one event per row
-    python -m pipelines.publish credit_risk --retrain "drift on avg_days_to_pay"
+    python -m pipelines.streaming.publish credit_risk --rows 5000          # synthetic events (seeded)
+    python -m pipelines.streaming.publish credit_risk --file rows.parquet  # or .csv; one event per row
+    python -m pipelines.streaming.publish credit_risk --retrain "drift on avg_days_to_pay"
 
 Events are JSON, keyed by ``event_id`` (a re-sent event lands on the same partition). Rows from
 a file without ``event_id`` / ``occurred_at`` get a fresh id and the current time.
@@ -27,7 +27,7 @@ from kafka import KafkaProducer
 from feature_specs import SPEC_NAMES, load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings, get_settings
-from pipelines.topics import RETRAIN_REQUESTS, ensure_topics, named
+from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 
 
 def producer(settings: Settings) -> KafkaProducer:
@@ -94,7 +94,7 @@ def _plain(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.publish", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.streaming.publish", description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=SPEC_NAMES)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--rows", type=int, default=1000, help="synthetic events to send (default 1000)")

@@ -1,6 +1,6 @@
 # mypy: disable-error-code="valid-type"
 # (kfp reads the NamedTuple(...) / OutputPath(...) annotations, which mypy does not understand)
-"""Thin kfp components around ``pipelines.steps``: artifacts in, artifacts out, logic elsewhere.
+"""Thin kfp components around ``pipelines.training.steps``: artifacts in, artifacts out, logic elsewhere.
 
 Each body imports what it needs (kfp runs the function's source on its own). The base image is
 the platform image, which contains this project and kfp, so no packages are installed at run time.
@@ -25,7 +25,7 @@ def extract(model: str, since: str, until: str, snapshot: Output[Dataset]) -> Na
     from pathlib import Path
 
     from pipelines.settings import get_settings
-    from pipelines.steps import extract, log_to_stdout
+    from pipelines.training.steps import extract, log_to_stdout
 
     log_to_stdout()
     result = extract.extract(get_settings().landing_dir, model, Path(snapshot.path), since=since, until=until)
@@ -41,7 +41,7 @@ def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], dat
     import pandas as pd
 
     from feature_specs import load_spec
-    from pipelines.steps import log_to_stdout, validate
+    from pipelines.training.steps import log_to_stdout, validate
 
     log_to_stdout()
     report = validate.validate(
@@ -69,7 +69,7 @@ def train(
     import pandas as pd
 
     from feature_specs import load_spec
-    from pipelines.steps import log_to_stdout, train
+    from pipelines.training.steps import log_to_stdout, train
 
     log_to_stdout()
     out = train.train(
@@ -109,7 +109,7 @@ def evaluate(
     import pandas as pd
 
     from feature_specs import load_spec
-    from pipelines.steps import evaluate, log_to_stdout
+    from pipelines.training.steps import evaluate, log_to_stdout
 
     log_to_stdout()
     out = evaluate.evaluate(load_spec(model), pd.read_parquet(holdout.path), mlflow_run_id, model_uri, Path(plots.path))
@@ -138,7 +138,7 @@ def deploy(
 
     from feature_specs import load_spec
     from pipelines.settings import get_settings
-    from pipelines.steps import deploy, log_to_stdout
+    from pipelines.training.steps import deploy, log_to_stdout
 
     log_to_stdout()
     spec = load_spec(model)

@@ -24,10 +24,10 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from feature_specs.spec import FeatureSpec
-from pipelines.canary import Evidence, Side, evidence_from_log
-from pipelines.drift import psi
+from pipelines.monitoring.drift import psi
+from pipelines.rollout.canary import Evidence, Side, evidence_from_log
 from pipelines.settings import Settings
-from pipelines.topics import INFERENCE_LOG, named
+from pipelines.streaming.topics import INFERENCE_LOG, named
 
 Sample = tuple[dict[str, str], float]
 Query = Callable[[str], list[Sample]]

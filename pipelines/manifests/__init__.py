@@ -1,0 +1,1 @@
+"""Kustomize manifests: rendered from the feature specs, built and validated."""

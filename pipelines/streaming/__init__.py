@@ -1,0 +1,1 @@
+"""Kafka: topics, the trigger (intake → landing → launch), the publisher and lifecycle events."""
