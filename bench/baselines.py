@@ -14,7 +14,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 
 from bench.serving import ROW
 from feature_specs import Validator, load_spec
-from predictors.runtime import load_model
+from predictors.loading import load_model
 
 
 class StockModel(Model):

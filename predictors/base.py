@@ -28,7 +28,8 @@ from kserve.model import InferenceVerb
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
 from predictors import metrics
 from predictors.inference_log import InferenceLog
-from predictors.runtime import LoadedModel, Scorer, load_model
+from predictors.loading import LoadedModel, load_model
+from predictors.scoring import Scorer
 from predictors.settings import ServingSettings
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from feature_specs import Validator, load_spec
 from feature_specs.synthetic import generate
+from predictors.loading import load_model
 from predictors.registry import PREDICTORS
-from predictors.runtime import load_model
 from predictors.server import create_app
 from predictors.settings import ServingSettings
 
