@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, spec_names
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming import landing
@@ -117,7 +117,7 @@ def bench(model: str, n: int, base: Settings, bad_share: float = 0.0) -> dict[st
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.trigger", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per model (default 100000)")
-    parser.add_argument("--models", default=",".join(SPEC_NAMES), help="comma-separated models")
+    parser.add_argument("--models", default=",".join(spec_names()), help="comma-separated models")
     parser.add_argument("--bad-share", type=float, default=0.0, help="share of invalid events (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

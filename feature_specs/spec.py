@@ -7,6 +7,8 @@ monitoring. It depends on nothing else in the project.
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SPEC_DIR = Path(__file__).parent
-SPEC_NAMES: tuple[str, ...] = ("credit_risk", "stock_demand", "lead_score")
+#: Extra folders of spec files (``os.pathsep``-separated), searched before the built-in one.
+SPEC_PATH_ENV = "CONSTRUCTOS_SPEC_PATH"
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,200}$"  # also a valid Kubernetes name once '.' becomes '-'
 
 DType = Literal["float", "int", "category", "bool"]
 #: V2 (Open Inference Protocol) datatype of each spec dtype.
@@ -31,7 +36,7 @@ class _Strict(BaseModel):
 
 
 class Feature(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     dtype: DType
     description: str
     min: float | None = None
@@ -122,8 +127,19 @@ class Drift(_Strict):
     min_drifted_features: int = Field(default=1, ge=1)
 
 
+class Environment(_Strict):
+    """This model's serving settings in one overlay (dev, staging, prod); unset: the overlay's default."""
+
+    canary_percent: int | None = Field(default=None, ge=0, le=100)
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+
+
 class Rollout(_Strict):
+    #: traffic share of a new version (the challenger) when its canary starts.
     canary_percent: int = Field(default=10, ge=0, le=100)
+    #: per overlay, e.g. ``{prod: {canary_percent: 5, min_replicas: 2}}``; rendered by ``make manifests``.
+    environments: dict[str, Environment] = Field(default_factory=dict)
 
 
 class FeatureSpec(_Strict):
@@ -132,8 +148,10 @@ class FeatureSpec(_Strict):
     task: Literal["binary_classification", "regression"]
     description: str
     owner: str
-    source_topic: str
-    outcome_topic: str
+    #: Kafka topic of the model's events (its dead letters go to ``<source_topic>.dlq``).
+    source_topic: str = Field(pattern=TOPIC_PATTERN)
+    #: Kafka topic of the ground truth (outcomes joined to predictions for live accuracy).
+    outcome_topic: str = Field(pattern=TOPIC_PATTERN)
     features: tuple[Feature, ...]
     pii: tuple[PiiField, ...] = ()
     target: Target
@@ -152,6 +170,8 @@ class FeatureSpec(_Strict):
         dupes = sorted({n for n in everything if everything.count(n) > 1})
         if dupes:
             raise ValueError(f"names used twice: {', '.join(dupes)}")
+        if self.source_topic == self.outcome_topic:
+            raise ValueError("source_topic and outcome_topic must differ")
         if self.task == "binary_classification" and self.target.dtype != "bool":
             raise ValueError("a binary_classification target must have dtype bool")
         return self
@@ -209,9 +229,55 @@ def parse_spec(path: Path) -> FeatureSpec:
     return spec
 
 
+def spec_dirs() -> list[Path]:
+    """Where spec files are found: ``$CONSTRUCTOS_SPEC_PATH`` folders first, then this package."""
+    extra = [Path(p) for p in os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep) if p]
+    return [*extra, SPEC_DIR]
+
+
+def spec_paths() -> dict[str, Path]:
+    """Every discovered spec file by model name: ``<name>.yaml`` in :func:`spec_dirs`.
+
+    Discovery, not a list: dropping a YAML file into ``feature_specs/`` adds a model.
+    """
+    found: dict[str, Path] = {}
+    for folder in spec_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            if not re.fullmatch(NAME_PATTERN, path.stem):
+                raise SpecError(f"{path}: name: file names are model names: lower case, digits and '_'")
+            if path.stem in found:
+                raise SpecError(f"{path}: name: model '{path.stem}' is already defined by {found[path.stem]}")
+            found[path.stem] = path
+    return found
+
+
+def spec_names() -> tuple[str, ...]:
+    """The discovered model names, sorted."""
+    return tuple(sorted(spec_paths()))
+
+
 @cache
+def _parse_cached(path: Path, mtime_ns: int) -> FeatureSpec:
+    return parse_spec(path)
+
+
 def load_spec(name: str) -> FeatureSpec:
     """The spec of a model by name, e.g. ``load_spec("credit_risk")``."""
-    if name not in SPEC_NAMES:
-        raise SpecError(f"unknown model '{name}'; known: {', '.join(SPEC_NAMES)}")
-    return parse_spec(SPEC_DIR / f"{name}.yaml")
+    paths = spec_paths()
+    if name not in paths:
+        raise SpecError(f"unknown model '{name}'; known: {', '.join(sorted(paths)) or 'none'}")
+    path = paths[name]
+    return _parse_cached(path, path.stat().st_mtime_ns)
+
+
+def load_specs() -> dict[str, FeatureSpec]:
+    """Every discovered spec, checked one by one and against each other (topics are unique)."""
+    specs = {name: load_spec(name) for name in spec_names()}
+    owners: dict[str, str] = {}
+    for name, spec in specs.items():
+        for field in ("source_topic", "outcome_topic"):
+            topic = getattr(spec, field)
+            if topic in owners and owners[topic] != name:
+                raise SpecError(f"{spec_paths()[name]}: {field}: topic '{topic}' is already used by {owners[topic]}")
+            owners[topic] = name
+    return specs

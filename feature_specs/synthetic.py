@@ -216,9 +216,19 @@ _GENERATORS: dict[str, Callable[[np.random.Generator, int], tuple[dict[str, Any]
 }
 
 
+def has_generator(name: str) -> bool:
+    """Whether ``name`` is one of the demo models with a synthetic generating process."""
+    return name in _GENERATORS
+
+
 def generate(name: str, n: int, *, seed: int = 0) -> Synthetic:
     """``n`` rows for model ``name`` drawn from its generating process, reproducibly."""
     spec = load_spec(name)
+    if name not in _GENERATORS:
+        raise LookupError(
+            f"{name}: no synthetic generator (only {', '.join(_GENERATORS)} have one); "
+            f"land real rows or publish events to its topic '{spec.source_topic}'"
+        )
     rng = np.random.default_rng(seed)
     cols, truth = _GENERATORS[name](rng, n)
     if spec.is_classifier:

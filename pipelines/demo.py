@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_specs.spec import SPEC_NAMES, FeatureSpec, load_spec
-from feature_specs.synthetic import best_metrics, generate
+from feature_specs.spec import FeatureSpec, load_spec, spec_names
+from feature_specs.synthetic import best_metrics, generate, has_generator
 from pipelines.settings import get_settings
 from pipelines.streaming import landing
 
@@ -59,7 +59,17 @@ def ensure_landed(model: str, rows: int, *, seed: int = 0) -> int:
     root = get_settings().landing_dir
     if landing.parts(root, model):
         return len(landing.read(root, model))
+    if not has_generator(model):
+        raise NoData(
+            f"{model}: no landed data in {landing.model_dir(root, model)} and no synthetic generator for it.\n"
+            f"  Land rows first: publish events to its topic '{load_spec(model).source_topic}' with the trigger "
+            f"running (make publish MODEL={model} FILE=rows.csv), or copy Parquet parts into that folder."
+        )
     return land_synthetic(model, rows, seed=seed, root=root)
+
+
+class NoData(Exception):
+    """A model has no landed rows and no synthetic generator to make some."""
 
 
 def train_all(models: list[str], rows: int, *, seed: int = 0, brief: bool = False) -> bool:
@@ -72,10 +82,11 @@ def train_all(models: list[str], rows: int, *, seed: int = 0, brief: bool = Fals
         landed = ensure_landed(model, rows, seed=seed)
         print(f"\n== {model}: {landed:,} landed rows -> training pipeline (kfp.local)", flush=True)
         summary = run_local(model, brief=brief)
-        best = best_metrics(generate(model, rows, seed=seed))
         name = spec.gate.primary_metric
         print("\n".join(summary.lines()))
-        print(f"  {name}: {summary.metrics[name]:.4f}, best achievable {best[name]:.4f} (synthetic truth)")
+        if has_generator(model):
+            best = best_metrics(generate(model, rows, seed=seed))
+            print(f"  {name}: {summary.metrics[name]:.4f}, best achievable {best[name]:.4f} (synthetic truth)")
         ok &= summary.gate_passed
     return ok
 
@@ -197,19 +208,23 @@ def where_things_are() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="synthetic rows per model when none are landed")
-    parser.add_argument("--models", nargs="+", choices=SPEC_NAMES, default=list(SPEC_NAMES))
+    parser.add_argument("--models", nargs="+", choices=spec_names(), default=list(spec_names()))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=int(os.environ.get("HTTP_PORT", "8080")))
     parser.add_argument("--land-only", action="store_true", help="only land synthetic rows where a model has none")
     parser.add_argument("--train-only", action="store_true", help="land and train, do not serve")
     args = parser.parse_args(argv)
-    if args.land_only:
-        for model in args.models:
-            print(f"{model}: {ensure_landed(model, args.rows, seed=args.seed):,} landed rows")
-        return 0
-    print("ConstructOS ML platform demo: synthetic ERP data -> kfp pipelines -> MLflow -> KServe predictors")
-    if not train_all(args.models, args.rows, seed=args.seed, brief=not args.train_only):
-        print("\nA model failed its gate; see the reasons above.", file=sys.stderr)
+    try:
+        if args.land_only:
+            for model in args.models:
+                print(f"{model}: {ensure_landed(model, args.rows, seed=args.seed):,} landed rows")
+            return 0
+        print("ConstructOS ML platform demo: synthetic ERP data -> kfp pipelines -> MLflow -> KServe predictors")
+        if not train_all(args.models, args.rows, seed=args.seed, brief=not args.train_only):
+            print("\nA model failed its gate; see the reasons above.", file=sys.stderr)
+            return 1
+    except NoData as exc:
+        print(exc, file=sys.stderr)
         return 1
     if args.train_only:
         return 0

@@ -10,22 +10,17 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from predictors.kafka_settings import KafkaSettings
+from predictors.store_settings import StoreSettings
 
 
-class Settings(KafkaSettings):
+class Settings(KafkaSettings, StoreSettings):
+    """``data_dir`` and the MLflow store come from :class:`StoreSettings` (shared with serving)."""
+
     model_config = SettingsConfigDict(env_prefix="CONSTRUCTOS_", extra="ignore")
-
-    data_dir: Path = Path("data")
-    """Local state: landing store, MLflow store (sqlite + artifacts), pipeline outputs."""
-
-    mlflow_tracking_uri: str | None = Field(
-        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CONSTRUCTOS_MLFLOW_TRACKING_URI")
-    )
-    """MLflow tracking server or store; default: sqlite under ``data_dir``."""
 
     kafka_topic_partitions: int = Field(default=3, gt=0)
     """Partitions of the topics the project creates (more partitions: more trigger replicas)."""
@@ -58,16 +53,6 @@ class Settings(KafkaSettings):
     @property
     def trigger_state_path(self) -> Path:
         return self.data_dir / "trigger" / "state.json"
-
-    @property
-    def tracking_uri(self) -> str:
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
-
-    @property
-    def artifact_root(self) -> Path:
-        return (self.data_dir / "mlflow" / "artifacts").resolve()
 
 
 @cache

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 
 from kserve import model_server
 
 from predictors.inference_log import InferenceLog
-from predictors.registry import PREDICTORS
+from predictors.registry import model_names, predictor_class
 from predictors.server import serve
 from predictors.settings import INFERENCE_LOG_TOPIC, ServingSettings
 
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model_name",
         default="all",
-        choices=[*PREDICTORS, "all"],
+        choices=[*model_names(), "all"],
         help="the model to serve, or 'all' (default)",
     )
     parser.add_argument(
@@ -61,6 +62,15 @@ def configure_logging(log_config_file: str | None) -> None:
     kserve_configure(config)
 
 
+def use_store(uri: str) -> None:
+    """``models:/`` URIs resolve against the platform's store (as the pipelines do), not ./mlflow.db."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    logging.getLogger("predictors").info("MLflow store: %s", uri)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_config_file)
@@ -72,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     overrides = {key: value for key, value in flags.items() if value is not None}  # flags beat the environment
     settings = ServingSettings(**overrides)
-    names = list(PREDICTORS) if args.model_name == "all" else [args.model_name]
+    use_store(settings.tracking_uri)
+    names = list(model_names()) if args.model_name == "all" else [args.model_name]
     log = InferenceLog(settings, INFERENCE_LOG_TOPIC, settings.inference_log_queue) if settings.inference_log else None
-    models = [PREDICTORS[name](args.model_uri, settings=settings, inference_log=log) for name in names]
+    models = [predictor_class(name)(args.model_uri, settings=settings, inference_log=log) for name in names]
     serve(
         models,
         retry_seconds=settings.load_retry_seconds,

@@ -93,7 +93,9 @@ class SpecModel(Model):
         """Load the model; on failure log why and stay not ready (other models keep serving)."""
         try:
             self.loaded = load_model(self.model_uri)
-            self.scorer = Scorer(self.spec, self.loaded.pipeline, use_onnx=self.settings.use_onnx)
+            self.scorer = Scorer(
+                self.spec, self.loaded.pipeline, use_onnx=self.settings.use_onnx, reference=self.loaded.reference
+            )
         except Exception as exc:
             logger.error("model %s: cannot load %s: %s: %s", self.name, self.model_uri, type(exc).__name__, exc)
             self.ready = False
@@ -112,7 +114,9 @@ class SpecModel(Model):
         """Shadow mode: a second version scored on every request, never answering; optional."""
         try:
             self.shadow = load_model(uri)
-            self.shadow_scorer = Scorer(self.spec, self.shadow.pipeline, use_onnx=self.settings.use_onnx)
+            self.shadow_scorer = Scorer(
+                self.spec, self.shadow.pipeline, use_onnx=self.settings.use_onnx, reference=self.shadow.reference
+            )
         except Exception as exc:
             logger.warning("model %s: no shadow version from %s (%s); serving without shadow", self.name, uri, exc)
             return

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feature_specs.reference import REFERENCE_FILE, read_reference
 from feature_specs.transform import SKOPS_TRUSTED_TYPES
 
 
@@ -18,16 +19,32 @@ class LoadedModel:
     version: str
     uri: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: training reference statistics (``reference.json``), where the load-time ONNX check probes
+    reference: dict[str, Any] | None = None
+
+
+class NoChampion(LookupError):
+    """The registry has no such model or alias: nothing was trained (or promoted) yet."""
 
 
 def _resolve_registry_version(uri: str) -> str:
     """``models:/name@alias`` or ``models:/name/3`` -> the version number as text."""
+    import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     ref = uri.removeprefix("models:/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        try:
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise NoChampion(
+                f"no version of {name} has the alias @{alias} in {mlflow.get_tracking_uri()}: "
+                f"train it first (make pipeline MODEL={name})"
+            ) from None
     name, _, version = ref.partition("/")
     if version.isdigit():
         return version
@@ -52,7 +69,8 @@ def load_model(uri: str) -> LoadedModel:
     metadata = mlmodel.metadata or {}
     version = version or str(metadata.get("model_version") or local.name)
     pipeline = _load_skops(local, mlmodel.flavors.get("sklearn", {}))
-    return LoadedModel(pipeline, version, uri, metadata)
+    reference = read_reference(local) if (local / REFERENCE_FILE).is_file() else None
+    return LoadedModel(pipeline, version, uri, metadata, reference)
 
 
 def _load_skops(local: Path, flavor: dict[str, Any]) -> Any:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from predictors.kafka_settings import KafkaSettings
+from predictors.store_settings import StoreSettings
 
 INFERENCE_LOG_TOPIC = "mlops.inference-log"
 
 
-class ServingSettings(KafkaSettings):
+class ServingSettings(KafkaSettings, StoreSettings):
+    """``data_dir`` and the MLflow store (``tracking_uri``) come from :class:`StoreSettings`."""
+
     model_uri_template: str = "models:/{model}@champion"
     """Where each model is loaded from when no ``--model_uri`` is given: an MLflow URI or a
     local MLflow model directory; ``{model}`` is replaced by the model name."""

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge
 from pydantic import Field
 
-from feature_specs import SPEC_NAMES, FeatureSpec, load_spec
+from feature_specs import FeatureSpec, load_spec, load_specs
 from pipelines.monitoring.drift import Windows, score_shift, window_drift
 from pipelines.monitoring.live_accuracy import PredictionStore, RollingAccuracy, breaches, parse_outcome
 from pipelines.settings import Settings
@@ -152,7 +152,7 @@ class Monitor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.specs = {m: load_spec(m) for m in settings.monitoring_models or SPEC_NAMES}
+        self.specs = {m: load_spec(m) for m in settings.monitoring_models or load_specs()}
         self.references = references
         self.request_retrain = request_retrain
         self.clock = clock

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, spec_names
 from pipelines.monitoring.live_accuracy import outcome_event, parse_outcome
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming.publish import publish_events
@@ -51,7 +51,7 @@ def file_outcomes(model: str, path: Path) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.monitoring.outcomes", description=__doc__.split("\n")[0])
-    parser.add_argument("model", choices=SPEC_NAMES)
+    parser.add_argument("model", choices=spec_names())
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--request-id", help="the scoring request the outcome belongs to")
     source.add_argument("--file", type=Path, help=".csv or .parquet with request_id, actual[, row]")

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from kafka import KafkaProducer
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, spec_names
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
@@ -95,7 +95,7 @@ def _plain(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.streaming.publish", description=__doc__.split("\n")[0])
-    parser.add_argument("model", choices=SPEC_NAMES)
+    parser.add_argument("model", choices=spec_names())
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--rows", type=int, default=1000, help="synthetic events to send (default 1000)")
     source.add_argument("--file", type=Path, help="send the rows of a .csv or .parquet file instead")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,17 @@ def named(topic: str, settings: Settings | None = None) -> str:
     return (settings or get_settings()).kafka_topic_prefix + topic
 
 
-def all_topics(models: Iterable[str] = SPEC_NAMES) -> list[str]:
-    """Every topic the platform uses, without prefix."""
+def all_topics(models: Iterable[str] | None = None) -> list[str]:
+    """Every topic the platform uses, without prefix (default: of every discovered spec)."""
     topics = [RETRAIN_REQUESTS, MODEL_EVENTS, INFERENCE_LOG]
-    for model in models:
+    for model in load_specs() if models is None else models:
         spec = load_spec(model)
         topics += [spec.source_topic, dlq(spec.source_topic), spec.outcome_topic]
     return topics
 
 
 def ensure_topics(
-    settings: Settings | None = None, models: Iterable[str] = SPEC_NAMES, timeout_ms: int = 30_000
+    settings: Settings | None = None, models: Iterable[str] | None = None, timeout_ms: int = 30_000
 ) -> list[str]:
     """Create the missing topics; returns the names that were created. Safe to call any time.
 

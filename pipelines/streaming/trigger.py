@@ -42,7 +42,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming import landing
 from pipelines.streaming.events import EventPublisher
@@ -74,7 +74,7 @@ class Trigger:
         retrain: bool = True,
     ) -> None:
         self.settings = settings or get_settings()
-        self.models = list(models or self.settings.trigger_models or SPEC_NAMES)
+        self.models = list(models or self.settings.trigger_models or load_specs())
         self.launcher = launcher
         self.retrain = retrain
         self.specs = {m: load_spec(m) for m in self.models}

@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from feature_specs.spec import SPEC_NAMES, load_spec
+from feature_specs.spec import load_spec, spec_names
 
 
 def pipeline_name(model: str) -> str:
@@ -30,7 +30,7 @@ def compile_all(out: Path) -> list[Path]:
         generic = out / "training.yaml"
         compiler.Compiler().compile(training_pipeline, str(generic))
         written.append(generic)
-        for model in SPEC_NAMES:
+        for model in spec_names():
             path = out / f"{model}.yaml"
             defaults = {"model": model, "hyperparameters": dict(load_spec(model).estimator.params)}
             compiler.Compiler().compile(

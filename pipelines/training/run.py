@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
-from feature_specs.spec import SPEC_NAMES, load_spec
+from feature_specs.spec import load_spec, spec_names
 from pipelines.settings import get_settings
+from pipelines.streaming import landing
 from pipelines.training import mlflow_store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +169,7 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", choices=SPEC_NAMES)
+    parser.add_argument("model", choices=spec_names())
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="estimator hyperparameter")
     parser.add_argument("--since", default="", help="first occurred_at to include (ISO-8601)")
     parser.add_argument("--until", default="", help="occurred_at to stop before (ISO-8601)")
@@ -183,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.training.run", description=__doc__.splitlines()[0])
     add_pipeline_arguments(parser)
     args = parser.parse_args(argv)
+    landed = landing.model_dir(get_settings().landing_dir, args.model)
+    if not landing.parts(get_settings().landing_dir, args.model):
+        print(
+            f"{args.model}: no landed data in {landed}: publish events to its topic "
+            f"'{load_spec(args.model).source_topic}' with the trigger running, or copy Parquet parts there",
+            file=sys.stderr,
+        )
+        return 1
     print(f"MLflow: {mlflow_store.configure()}")
     try:
         summary = run_local(args.model, verbose=args.verbose, **pipeline_arguments(args))
