@@ -20,7 +20,7 @@ SPEC_DIR = Path(__file__).parent
 #: Extra folders of spec files (``os.pathsep``-separated), searched before the built-in one.
 SPEC_PATH_ENV = "CONSTRUCTOS_SPEC_PATH"
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-TOPIC_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,200}$"  # also a valid Kubernetes name once '.' becomes '-'
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,200}$"  # lower case: a Kubernetes name once "." and "_" become "-"
 
 DType = Literal["float", "int", "category", "bool"]
 #: V2 (Open Inference Protocol) datatype of each spec dtype.

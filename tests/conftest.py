@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from feature_specs import spec_names
 from tests.helpers import save_trained_model
 
 pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
@@ -30,11 +31,21 @@ def nothing_written_into_the_checkout() -> Iterator[None]:
     assert not written, f"tests wrote into the checkout: {sorted(written)}"
 
 
+#: Every model the platform knows: the discovered specs (a YAML file added is a model tested).
+SPECS = spec_names()
+
+
+@pytest.fixture(params=SPECS)
+def spec_name(request: pytest.FixtureRequest) -> str:
+    """Parametrises a test over every discovered spec."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One trained model directory per model, shared by the whole session."""
+    """One trained model directory per discovered spec, shared by the whole session."""
     root = tmp_path_factory.mktemp("models")
-    return {name: save_trained_model(name, root / name) for name in ("credit_risk", "stock_demand", "lead_score")}
+    return {name: save_trained_model(name, root / name) for name in SPECS}
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,15 @@ import httpx
 import mlflow.sklearn
 
 from feature_specs import Validator, load_spec
-from feature_specs.synthetic import generate
+from feature_specs.reference import build_reference, write_reference
 from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
+from tests.spec_data import rows as spec_rows
 
 
 def save_trained_model(name: str, path: Path, *, rows: int = 4000, seed: int = 7, version: str = "1") -> Path:
-    """Train ``name`` on synthetic rows and save it the way the pipeline logs it."""
+    """Train ``name`` on test rows and save it the way the pipeline logs it (with its reference)."""
     spec = load_spec(name)
-    data = generate(name, rows, seed=seed).frame
+    data = spec_rows(name, rows, seed=seed)
     features = Validator(spec, max_batch=rows).frame(data[spec.feature_names])
     pipeline = build_model(spec).fit(features, data[spec.target.name])
     mlflow.sklearn.save_model(
@@ -28,6 +29,8 @@ def save_trained_model(name: str, path: Path, *, rows: int = 4000, seed: int = 7
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
         metadata={"spec_name": name, "spec_version": spec.version, "model_version": version},
     )
+    scores = pipeline.predict_proba(features)[:, 1] if spec.is_classifier else pipeline.predict(features)
+    write_reference(build_reference(spec, features, scores), path)
     return path
 
 

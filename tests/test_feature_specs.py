@@ -9,9 +9,10 @@ import pytest
 import yaml
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-from feature_specs import SPEC_NAMES, InvalidFeature, SpecError, Validator, load_spec, parse_spec
-from feature_specs.synthetic import best_metrics, generate, to_events
+from feature_specs import InvalidFeature, SpecError, Validator, load_spec, load_specs, parse_spec, spec_names
+from feature_specs.synthetic import best_metrics, generate, has_generator, to_events
 from feature_specs.transform import build_model, monotonic_constraints
+from tests.spec_data import spec_rows
 
 
 def _write(tmp_path: Path, name: str, mutate: object) -> Path:
@@ -22,8 +23,8 @@ def _write(tmp_path: Path, name: str, mutate: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
-def test_every_spec_loads(name: str) -> None:
+def test_every_spec_loads(spec_name: str) -> None:
+    name = spec_name
     spec = load_spec(name)
     assert spec.name == name and spec.features and spec.source_topic
     assert not set(spec.pii_names) & set(spec.feature_names)
@@ -111,7 +112,7 @@ def test_synthetic_data_is_reproducible_and_messy() -> None:
     assert not generate("lead_score", 500, seed=10).frame.equals(a.frame)
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
+@pytest.mark.parametrize("name", [n for n in spec_names() if has_generator(n)])
 def test_every_synthetic_row_passes_its_spec(name: str) -> None:
     data = generate(name, 200_000, seed=4)  # large enough to reach the rare outliers
     spec = data.spec
@@ -121,7 +122,7 @@ def test_every_synthetic_row_passes_its_spec(name: str) -> None:
     assert len({e["event_id"] for e in events}) == 20
 
 
-@pytest.mark.parametrize("name", SPEC_NAMES)
+@pytest.mark.parametrize("name", [n for n in spec_names() if has_generator(n)])
 def test_trained_model_approaches_but_does_not_beat_the_best_achievable(name: str) -> None:
     train, test = generate(name, 6000, seed=1), generate(name, 4000, seed=2)
     spec = train.spec
@@ -136,3 +137,65 @@ def test_trained_model_approaches_but_does_not_beat_the_best_achievable(name: st
     else:
         mae = mean_absolute_error(y, model.predict(x))
         assert best["mae"] <= mae < spec.gate.ceilings["mae"]
+
+
+# -- discovery: the YAML is the model ----------------------------------------------------
+
+
+def _copy_spec(folder: Path, name: str, **changes: object) -> Path:
+    raw = yaml.safe_load((Path("feature_specs") / "lead_score.yaml").read_text())
+    raw.update({"name": name, "source_topic": f"test.{name}", "outcome_topic": f"test.{name}-outcomes"} | changes)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_a_dropped_yaml_is_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _copy_spec(tmp_path, "deal_score")
+    monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
+    assert "deal_score" in spec_names() and "lead_score" in spec_names()
+    assert load_spec("deal_score").source_topic == "test.deal_score"
+    assert "deal_score" in load_specs()
+
+
+def test_every_spec_gets_rows_its_validator_accepts(spec_name: str) -> None:
+    spec = load_spec(spec_name)
+    data = spec_rows(spec, 500, seed=1)
+    frame = Validator(spec, max_batch=500).frame(data[spec.feature_names])
+    assert list(frame.columns) == spec.feature_names
+
+
+@pytest.mark.parametrize(
+    ("file_name", "changes", "expected"),
+    [
+        ("deal_score", {"features": "none"}, "deal_score.yaml: invalid spec\n  features: Input should be a valid"),
+        ("deal_score", {"source_topic": "Bad Topic!"}, "source_topic: String should match pattern"),
+        ("deal_score", {"source_topic": "sales.opportunities"}, "source_topic: topic 'sales.opportunities' is"),
+        ("Deal-Score", {}, "Deal-Score.yaml: name: file names are model names"),
+        ("lead_score", {}, "lead_score.yaml: name: model 'lead_score' is already defined by"),
+    ],
+)
+def test_a_broken_spec_names_its_file_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_name: str, changes: dict[str, object], expected: str
+) -> None:
+    path = _copy_spec(tmp_path, "deal_score", **changes)
+    path.rename(tmp_path / f"{file_name}.yaml")
+    if file_name != "deal_score":  # the name inside must match the file to get that far
+        raw = yaml.safe_load((tmp_path / f"{file_name}.yaml").read_text())
+        (tmp_path / f"{file_name}.yaml").write_text(yaml.safe_dump(raw | {"name": file_name}))
+    monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
+    with pytest.raises(SpecError) as err:
+        load_specs()
+    assert expected in str(err.value)
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(SpecError, match="unknown model 'nope'; known: credit_risk, lead_score, stock_demand"):
+        load_spec("nope")
+
+
+def test_no_generator_is_a_clear_error_not_a_key_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _copy_spec(tmp_path, "deal_score")
+    monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
+    with pytest.raises(LookupError, match="deal_score: no synthetic generator .* topic 'test.deal_score'"):
+        generate("deal_score", 10)

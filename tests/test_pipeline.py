@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, spec_names
 from pipelines.demo import land_synthetic
 from pipelines.settings import get_settings
 from pipelines.streaming import landing
@@ -27,8 +27,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 def test_compile_writes_a_pipeline_per_model_and_a_generic_one(compiled: dict[str, dict[str, Any]]) -> None:
-    assert set(compiled) == {"training", *SPEC_NAMES}
-    for model in SPEC_NAMES:
+    assert set(compiled) == {"training", *spec_names()}
+    for model in spec_names():
         params = compiled[model]["root"]["inputDefinitions"]["parameters"]
         assert params["model"]["defaultValue"] == model
         assert params["hyperparameters"]["defaultValue"] == load_spec(model).estimator.params

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from predictors.registry import PREDICTORS
+from predictors.registry import predictor_class
 from predictors.server import create_app
 from predictors.settings import ServingSettings
 from tests.helpers import save_trained_model
@@ -35,7 +35,7 @@ def challenger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_request_outcomes_validation_failures_and_scores_are_counted(model_dirs: dict[str, Path]) -> None:
-    model = PREDICTORS["lead_score"](str(model_dirs["lead_score"]))
+    model = predictor_class("lead_score")(str(model_dirs["lead_score"]))
     with TestClient(create_app([model])) as c:
         before = c.get("/metrics").text
         assert c.get(QUERY).status_code == 200
@@ -61,9 +61,9 @@ def test_shadow_scores_the_challenger_but_the_champion_answers(
     model_dirs: dict[str, Path], challenger_dir: Path
 ) -> None:
     settings = ServingSettings(shadow_uri_template=str(challenger_dir))
-    shadowed = PREDICTORS["lead_score"](str(model_dirs["lead_score"]), settings=settings)
-    plain = PREDICTORS["lead_score"](str(model_dirs["lead_score"]))
-    challenger_only = PREDICTORS["lead_score"](str(challenger_dir))
+    shadowed = predictor_class("lead_score")(str(model_dirs["lead_score"]), settings=settings)
+    plain = predictor_class("lead_score")(str(model_dirs["lead_score"]))
+    challenger_only = predictor_class("lead_score")(str(challenger_dir))
     with TestClient(create_app([plain])) as c:
         champion_answer = c.get(QUERY).json()
     with TestClient(create_app([challenger_only])) as c:
@@ -88,7 +88,7 @@ def test_shadow_scores_the_challenger_but_the_champion_answers(
 
 def test_a_shadow_that_cannot_load_does_not_stop_serving(model_dirs: dict[str, Path], tmp_path: Path) -> None:
     settings = ServingSettings(shadow_uri_template=str(tmp_path / "missing"))
-    model = PREDICTORS["lead_score"](str(model_dirs["lead_score"]), settings=settings)
+    model = predictor_class("lead_score")(str(model_dirs["lead_score"]), settings=settings)
     with TestClient(create_app([model])) as c:
         assert c.get(QUERY).status_code == 200
     assert model.shadow is None

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from feature_specs import Validator, load_spec
-from feature_specs.synthetic import generate
 from predictors.loading import load_model
-from predictors.registry import PREDICTORS
+from predictors.registry import model_names, predictor_class
 from predictors.server import create_app
 from predictors.settings import ServingSettings
+from tests.spec_data import rows as spec_rows
 
 MAX_BATCH = 50
 
@@ -24,15 +24,15 @@ MAX_BATCH = 50
 @pytest.fixture(scope="module")
 def client(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = ServingSettings(max_batch=MAX_BATCH)
-    models = [PREDICTORS[name](str(path), settings=settings) for name, path in model_dirs.items()]
+    models = [predictor_class(name)(str(path), settings=settings) for name, path in model_dirs.items()]
     with TestClient(create_app(models)) as c:
         yield c
 
 
 def v2_body(name: str, rows: int = 3, seed: int = 0) -> dict[str, Any]:
-    """A V2 request with every feature as a named [N] tensor, from the generating process."""
+    """A V2 request with every feature as a named [N] tensor, from the test rows of the spec."""
     spec = load_spec(name)
-    frame = generate(name, rows, seed=seed).frame
+    frame = spec_rows(name, rows, seed=seed)
     inputs = []
     for f in spec.features:
         values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[f.name].tolist()]
@@ -63,7 +63,7 @@ def error_of(response: Any) -> str:
 # -- happy paths ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(PREDICTORS))
+@pytest.mark.parametrize("name", model_names())
 def test_v2_infer_returns_named_typed_outputs_and_version(client: TestClient, name: str) -> None:
     response = infer(client, name, v2_body(name))
     assert response.status_code == 200, response.text
@@ -82,12 +82,12 @@ def test_v2_infer_returns_named_typed_outputs_and_version(client: TestClient, na
         assert all(0 <= p <= 1 for p in probabilities)
         threshold = load_spec(name).gate.threshold
         assert outputs["label"]["data"] == [p >= threshold for p in probabilities]
-    else:
-        assert all(p >= 0 for p in outputs["prediction"]["data"])
+    elif (low := load_spec(name).target.min) is not None:
+        assert all(p >= low - 1e-9 for p in outputs["prediction"]["data"])
 
 
 def test_metadata_declares_every_feature_and_the_version(client: TestClient) -> None:
-    for name in PREDICTORS:
+    for name in model_names():
         meta = client.get(f"/v2/models/{name}").json()
         spec = load_spec(name)
         assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
@@ -101,7 +101,7 @@ def test_metadata_declares_every_feature_and_the_version(client: TestClient) -> 
     }
 
 
-@pytest.mark.parametrize("name", list(PREDICTORS))
+@pytest.mark.parametrize("name", model_names())
 def test_v1_and_v2_agree(client: TestClient, name: str) -> None:
     body = v2_body(name, rows=4, seed=3)
     v2 = infer(client, name, body).json()
@@ -139,7 +139,7 @@ def test_query_string_works_for_every_model(client: TestClient, name: str) -> No
 
 def test_serving_scores_equal_the_training_pipeline(client: TestClient, model_dirs: dict[str, Path]) -> None:
     """No training/serving skew: the served score is the trained sklearn pipeline's score."""
-    for name in PREDICTORS:
+    for name in model_names():
         spec = load_spec(name)
         body = v2_body(name, rows=20, seed=11)
         served = infer(client, name, body).json()["outputs"][0]["data"]
@@ -334,9 +334,9 @@ def test_a_model_that_cannot_load_is_not_ready_while_the_others_serve(
     broken.mkdir()
     (broken / "MLmodel").write_text("flavors: {}\n")
     models = [
-        PREDICTORS["credit_risk"](str(model_dirs["credit_risk"])),
-        PREDICTORS["stock_demand"](str(broken)),
-        PREDICTORS["lead_score"](str(tmp_path / "nowhere")),
+        predictor_class("credit_risk")(str(model_dirs["credit_risk"])),
+        predictor_class("stock_demand")(str(broken)),
+        predictor_class("lead_score")(str(tmp_path / "nowhere")),
     ]
     with TestClient(create_app(models)) as c:
         assert c.get("/v2/models/credit_risk/ready").status_code == 200
@@ -350,7 +350,9 @@ def test_onnx_and_sklearn_runtimes_give_the_same_answer(model_dirs: dict[str, Pa
     body = v2_body("stock_demand", rows=25, seed=4)
     answers = []
     for use_onnx in (True, False):
-        model = PREDICTORS["stock_demand"](str(model_dirs["stock_demand"]), settings=ServingSettings(use_onnx=use_onnx))
+        model = predictor_class("stock_demand")(
+            str(model_dirs["stock_demand"]), settings=ServingSettings(use_onnx=use_onnx)
+        )
         with TestClient(create_app([model])) as c:
             answers.append(infer(c, "stock_demand", body).json()["outputs"][0]["data"])
         assert model.scorer is not None and model.scorer.runtime == ("onnxruntime" if use_onnx else "sklearn")
