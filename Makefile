@@ -37,17 +37,18 @@ test: $(STAMP) $(KUSTOMIZE) ## run every test (starts Kafka itself when a test n
 test-unit: $(STAMP) ## fast in-process tests only
 	$(HERMETIC) $(PY) -m pytest -m "not integration"
 
-lint: $(STAMP) ## ruff + mypy
+lint: $(STAMP) ## ruff + mypy + the manifests are what the specs render
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m pipelines.manifests.render --check
 
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 # --- serving -------------------------------------------------------------------------------
-serve: $(STAMP) ## serve all three models on HTTP_PORT (default 8080) from the MLflow @champion versions
+serve: $(STAMP) ## serve every model (one per feature spec) on HTTP_PORT (default 8080) from the MLflow @champion versions
 	$(PY) -m predictors --http_port=$(HTTP_PORT)
 
 bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka)
@@ -75,7 +76,7 @@ mlflow: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the pipeline's store (MLFLO
 demo: $(STAMP) ## the main job: data -> pipelines for all models -> serve the champions -> sample calls
 	$(PY) -m pipelines.demo --port $(HTTP_PORT)
 
-demo-train: $(STAMP) ## land synthetic data where missing, train all three models, compare with the best achievable
+demo-train: $(STAMP) ## land synthetic data where missing, train every model, compare with the best achievable
 	$(PY) -m pipelines.demo --train-only
 
 # --- Kafka: broker, trigger, publisher -----------------------------------------------------
@@ -118,7 +119,11 @@ kustomize: $(KUSTOMIZE) ## install the pinned kustomize into the tools cache (ne
 $(KUSTOMIZE):
 	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-manifests-check: $(STAMP) $(KUSTOMIZE) ## build every overlay; validate (KServe CRD, Kubernetes schemas) and lint
+.PHONY: manifests
+manifests: $(STAMP) ## render each model's InferenceService (per overlay) and KafkaTopics from feature_specs/*.yaml
+	$(PY) -m pipelines.manifests.render
+
+manifests-check: $(STAMP) $(KUSTOMIZE) ## fail if manifests are stale or a model lacks them; build, validate and lint every overlay
 	$(PY) -m pipelines.manifests
 
 image: ## build the platform image (IMAGE=..., default: the tag the manifests pin)

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from feature_specs import spec_names
 from pipelines.manifests import check as mc
+from pipelines.manifests import render
 
 OVERLAYS = ("dev", "staging", "prod")
 Bundle = list[dict[str, Any]]
@@ -53,7 +55,7 @@ def container(bundle: Bundle, kind: str = "InferenceService", name: str = "credi
 def test_overlay_builds_and_passes_every_check(rendered: dict[str, Bundle], env: str) -> None:
     findings, notes = mc.check(rendered[env])
     assert findings == []
-    assert notes == ["kafka.strimzi.io/v1beta2 KafkaTopic: no schema here, apiVersion/kind/metadata checked only"]
+    assert notes == ["kafka.strimzi.io/v1 KafkaTopic: no schema here, apiVersion/kind/metadata checked only"]
     kinds = {r["kind"] for r in rendered[env]}
     assert {"InferenceService", "Deployment", "Service", "Role", "RoleBinding", "ServiceAccount"} <= kinds
     assert {"NetworkPolicy", "KafkaTopic", "ConfigMap", "Namespace"} <= kinds
@@ -62,7 +64,7 @@ def test_overlay_builds_and_passes_every_check(rendered: dict[str, Bundle], env:
 @pytest.mark.integration
 def test_every_model_is_served_in_knative_mode_with_its_own_name(rendered: dict[str, Bundle]) -> None:
     for env, bundle in rendered.items():
-        for model in ("credit_risk", "stock_demand", "lead_score"):
+        for model in spec_names():
             isvc = find(bundle, "InferenceService", model.replace("_", "-"))
             assert isvc["metadata"]["annotations"][mc.DEPLOYMENT_MODE] == "Knative", env
             c = isvc["spec"]["predictor"]["containers"][0]
@@ -344,8 +346,10 @@ def test_image_tag(image: str, tag: str | None) -> None:
 def test_kafka_topics_cover_every_topic_the_platform_uses() -> None:
     from pipelines.streaming.topics import all_topics
 
-    topics = yaml.safe_load_all((mc.MANIFESTS / "base" / "kafka" / "topics.yaml").read_text())
+    kafka = mc.MANIFESTS / "base" / "kafka"
+    topics = [t for f in ("topics.yaml", "model-topics.yaml") for t in yaml.safe_load_all((kafka / f).read_text())]
     declared = {t["spec"]["topicName"] for t in topics}
+    assert {t["apiVersion"] for t in topics} == {"kafka.strimzi.io/v1"}  # Strimzi 1.x serves v1 only
     assert declared == set(all_topics())
 
 
@@ -355,3 +359,56 @@ def test_the_manifests_pin_the_image_the_pipelines_use() -> None:
     kustomization = yaml.safe_load((mc.MANIFESTS / "base" / "platform" / "kustomization.yaml").read_text())
     (image,) = kustomization["images"]
     assert f"{image['name']}:{image['newTag']}" == Settings.model_fields["image"].default
+
+
+def test_committed_manifests_are_what_the_specs_render() -> None:
+    assert render.stale() == []
+
+
+# --- a new spec gets its manifests from `make manifests` ----------------------------------
+
+
+@pytest.mark.integration
+def test_a_new_spec_is_caught_until_rendered_then_served_in_every_overlay(
+    kustomize: str,
+    manifests_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KUSTOMIZE", kustomize)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    raw = yaml.safe_load((Path("feature_specs") / "lead_score.yaml").read_text())
+    raw |= {"name": "deal_score", "source_topic": "sales.deals", "outcome_topic": "sales.deal-outcomes"}
+    (specs / "deal_score.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(specs))
+    overlays = [str(manifests_copy / "overlays" / env) for env in OVERLAYS]
+
+    assert mc.main(overlays) == 1  # stale, and no InferenceService or topics for the new model
+    out = capsys.readouterr().out
+    assert "manifests/base/platform/inferenceservices.yaml differs" in out
+    assert "model deal_score: [coverage] no InferenceService deal-score" in out
+    assert "model deal_score: [coverage] no KafkaTopic with topicName sales.deals.dlq" in out
+
+    assert render.main(["--manifests", str(manifests_copy)]) == 0
+    assert mc.main(overlays) == 0
+    for env, percent in (("dev", "50"), ("staging", "10"), ("prod", "10")):
+        bundle = mc.build(manifests_copy / "overlays" / env, kustomize)
+        isvc = find(bundle, "InferenceService", "deal-score")
+        assert isvc["metadata"]["annotations"]["constructos.io/canary-percent"] == percent
+        assert isvc["spec"]["predictor"]["containers"][0]["args"] == ["--model_uri=models:/deal_score@champion"]
+        assert find(bundle, "KafkaTopic", "sales-deals-dlq")["spec"]["topicName"] == "sales.deals.dlq"
+
+    # the GitOps rollout edits the new model's overlay file like any other
+    from pipelines.rollout.plan import Serving
+    from pipelines.rollout.targets import Overlay
+
+    staging = Overlay(manifests_copy / "overlays" / "staging")
+    isvc = staging.get("deal_score")
+    staging.apply(
+        "deal_score", isvc, Serving("models:/deal_score/2", canary_percent=10, stable_uri="models:/deal_score/1")
+    )
+    canary = predictor(mc.build(staging.directory, kustomize), "deal-score")
+    assert canary["canaryTrafficPercent"] == 10
+    assert render.main(["--manifests", str(manifests_copy), "--check"]) == 0  # rollout state is not "stale"

@@ -7,6 +7,8 @@
 * Other custom resources (Strimzi ``KafkaTopic``): no schema here, so apiVersion, kind and
   metadata are checked only — and the report says so.
 * Lint rules for what the schemas allow but the platform must not do (see ``lint``).
+* Every discovered spec has its InferenceService and KafkaTopics (``coverage``), and the
+  committed manifests are what ``make manifests`` renders from the specs (``render --check``).
 
 Usage: ``python -m pipelines.manifests.check [OVERLAY_DIR ...]`` (default: every overlay).
 """
@@ -301,7 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     if not kustomize:
         print("kustomize not found: `make kustomize` installs the pinned one (or set KUSTOMIZE)", file=sys.stderr)
         return 2
-    failed = False
+    from feature_specs import load_specs
+    from pipelines.manifests import render
+    from pipelines.manifests.coverage import coverage
+
+    specs = load_specs()
+    manifests = args.overlays[0].resolve().parents[1] if args.overlays else MANIFESTS
+    stale = render.stale(manifests, specs)
+    print(f"{'FAIL' if stale else 'ok':4} rendered from the specs: {len(stale)} stale files")
+    for problem in stale:
+        print(f"     {problem}: run `make manifests`")
+    failed = bool(stale)
     for overlay in overlays:
         try:
             resources = build(overlay, kustomize)
@@ -310,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         findings, notes = check(resources)
+        findings += coverage(resources, specs)
         status = "FAIL" if findings else "ok"
         print(f"{status:4} {overlay.name}: {len(resources)} resources, {len(findings)} findings")
         for finding in findings:
