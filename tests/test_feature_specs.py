@@ -197,5 +197,5 @@ def test_unknown_model_lists_the_known_ones() -> None:
 def test_no_generator_is_a_clear_error_not_a_key_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _copy_spec(tmp_path, "deal_score")
     monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
-    with pytest.raises(LookupError, match="deal_score: no synthetic generator .* topic 'test.deal_score'"):
+    with pytest.raises(LookupError, match=r"deal_score: no synthetic generator .* topic 'test\.deal_score'"):
         generate("deal_score", 10)

@@ -108,7 +108,7 @@ def rendered(manifests: Path = MANIFESTS, specs: dict[str, FeatureSpec] | None =
     specs = load_specs() if specs is None else specs
     env = _environment(manifests)
     models = sorted(specs)
-    contexts = [{"model": m, "name": k8s_name(m), "spec": specs[m]} for m in models]
+    contexts: list[dict[str, Any]] = [{"model": m, "name": k8s_name(m), "spec": specs[m]} for m in models]
     files = {
         manifests / "base/platform/inferenceservices.yaml": _documents(env, "inferenceservice.yaml.j2", contexts),
         manifests / "base/kafka/model-topics.yaml": _documents(env, "kafkatopics.yaml.j2", contexts),
