@@ -25,6 +25,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
+from predictors import contract
 from predictors.base import QueryRequest, SpecModel
 
 QUERY_ROUTE = "/api/v1/predict/{model_name}"
@@ -55,7 +56,8 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane) -> None:
     async def model_metadata(model_name: str) -> dict[str, Any]:
         model = _spec_model(dataplane, model_name)
         metadata = await dataplane.model_metadata(model_name)
-        return metadata | {"versions": [model.version] if model.version else []}
+        runtime = {"runtime": model.scorer.runtime, "runtime_check": model.scorer.check} if model.scorer else {}
+        return metadata | {"versions": [model.version] if model.version else [], "parameters": runtime}
 
     async def invalid_body(_: Request, exc: Exception) -> ORJSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -71,6 +73,7 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane) -> None:
         return ORJSONResponse(status_code=400, content={"error": "; ".join(problems) or "body: invalid request"})
 
     app.add_api_route(QUERY_ROUTE, query_predict, methods=["GET"], tags=["ConstructOS"])
+    contract.register(app, dataplane)  # GET /api/v1/models/<model>/contract
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], tags=["V2"])
     app.add_exception_handler(RequestValidationError, invalid_body)
 
