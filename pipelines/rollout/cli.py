@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feature_specs import spec_names
 from pipelines.rollout.aliases import move_aliases, read_aliases
 from pipelines.rollout.plan import (
     CHALLENGER,
@@ -97,7 +98,7 @@ def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | No
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.rollout", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("model", help="model name, e.g. credit_risk")
+    parser.add_argument("model", choices=spec_names(), help="model name, e.g. credit_risk")
     parser.add_argument("--percent", type=int, help="canary share of traffic (start, step)")
     parser.add_argument("--version", help="registry version to start (default: the challenger alias)")
     parser.add_argument("--namespace", default=NAMESPACE)
