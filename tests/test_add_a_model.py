@@ -92,12 +92,15 @@ def test_the_readme_walkthrough_from_yaml_to_a_served_canary(world: Path, kustom
         [sys.executable, "-m", "predictors", f"--model_name={MODEL}", f"--http_port={port}"],
         cwd=world,  # not the checkout: the store comes from CONSTRUCTOS_DATA_DIR, not ./mlflow.db
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=(world / "server.log").open("w"),
         stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, server)
+        try:
+            wait_ready(url, server, timeout=300)  # a loaded machine: imports, MLflow, the ONNX check
+        except (TimeoutError, RuntimeError) as exc:
+            raise AssertionError((world / "server.log").read_text()[-3000:]) from exc
         meta = httpx.get(f"{url}/v2/models/{MODEL}").json()
         assert meta["versions"] == ["1"] and meta["parameters"]["runtime"] == "onnxruntime"
         row = {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1": 157.0, "s2": 93.2, "s3": 38.0}
@@ -116,7 +119,8 @@ def test_the_readme_walkthrough_from_yaml_to_a_served_canary(world: Path, kustom
         assert httpx.get(f"{url}/api/v1/models/{MODEL}/contract").json()["required"][:2] == ["age", "sex"]
     finally:
         server.terminate()
-        log = server.communicate(timeout=30)[0].decode()
+        server.wait(timeout=30)
+    log = (world / "server.log").read_text()
     assert "probes agree with scikit-learn" in log
     assert f"MLflow store: sqlite:///{(world / 'data' / 'mlflow' / 'mlflow.db').resolve()}" in log
 
@@ -126,9 +130,9 @@ def test_the_readme_walkthrough_from_yaml_to_a_served_canary(world: Path, kustom
     manifests = world / "manifests"
     shutil.copytree(ROOT / "manifests", manifests)
     assert render.main(["--manifests", str(manifests)]) == 0
+    start = ["start", MODEL, "--offline", "--overlay", "staging", "--manifests", str(manifests)]
     rollout = subprocess.run(
-        [sys.executable, "-m", "pipelines.rollout", "start", MODEL, "--offline", "--overlay", "staging"]
-        + ["--manifests", str(manifests)],
+        [sys.executable, "-m", "pipelines.rollout", *start],
         env=env | {"KUSTOMIZE": kustomize},
         capture_output=True,
         text=True,
