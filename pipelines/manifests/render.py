@@ -69,6 +69,14 @@ def _documents(env: jinja2.Environment, template: str, contexts: Iterable[dict[s
     return HEADER.format(template=template) + "---\n".join(docs)
 
 
+def isvc(spec: FeatureSpec, manifests: Path = MANIFESTS) -> dict[str, Any] | None:
+    """The model's InferenceService as the template renders it (None without the templates)."""
+    if not (manifests / TEMPLATES / "inferenceservice.yaml.j2").is_file():
+        return None
+    text = _environment(manifests).get_template("inferenceservice.yaml.j2")
+    return dict(yaml.safe_load(text.render(model=spec.name, name=k8s_name(spec.name), spec=spec)))
+
+
 def overlays(manifests: Path = MANIFESTS) -> list[Path]:
     return sorted(p.parent for p in (manifests / "overlays").glob("*/kustomization.yaml"))
 
@@ -124,15 +132,12 @@ def rendered(manifests: Path = MANIFESTS, specs: dict[str, FeatureSpec] | None =
 def missing_rollout_files(manifests: Path = MANIFESTS, specs: dict[str, FeatureSpec] | None = None) -> dict[Path, str]:
     """Rollout state files of models that have none yet, with their initial content."""
     specs = load_specs() if specs is None else specs
-    env = _environment(manifests)
     out: dict[Path, str] = {}
     for overlay in overlays(manifests):
         for model in sorted(specs):
             path = overlay / "rollout" / f"{model}.yaml"
             if not path.is_file():
-                context = {"model": model, "name": k8s_name(model), "spec": specs[model]}
-                isvc = yaml.safe_load(env.get_template("inferenceservice.yaml.j2").render(**context))
-                out[path] = initial_rollout_state(model, overlay, isvc)
+                out[path] = initial_rollout_state(model, overlay, isvc(specs[model], manifests) or {})
     return out
 
 

@@ -143,9 +143,11 @@ def deploy_isvc(spec: FeatureSpec, registration: Registration, out: Path, *, can
     the spec's ``rollout.canary_percent``).
     """
     base = find_isvc(spec.name)
-    if base is None:
-        log.warning("deploy: no InferenceService for %s under %s; using the built-in template", spec.name, MANIFESTS)
-        base = template(spec.name, image)
+    if base is None:  # not rendered yet (`make manifests`): the template, else a minimal one (no manifests/)
+        from pipelines.manifests.render import isvc as rendered_isvc
+
+        log.warning("deploy: no InferenceService for %s under %s; rendering its template", spec.name, MANIFESTS)
+        base = rendered_isvc(spec) or template(spec.name, image)
     share = None
     if registration.alias == mlflow_store.CHALLENGER:
         share = spec.rollout.canary_percent if canary_percent < 0 else canary_percent
