@@ -31,14 +31,15 @@ class FittedTransform:
     checked against its own ``transform`` at load (see :class:`Scorer`)."""
 
     def __init__(self, spec: FeatureSpec, transform: Any) -> None:
-        numeric = transform.named_transformers_["num"]
-        categorical = transform.named_transformers_["cat"]
         self.numeric = [f.name for f in spec.features if f.numeric]
-        self.fill = np.asarray(numeric.statistics_, dtype=np.float64)
         self.text = [f.name for f in spec.features if not f.numeric]
+        # a part with no columns (a spec without categories, say) is never fitted
+        numeric = transform.named_transformers_["num"] if self.numeric else None
+        categories = transform.named_transformers_["cat"].categories_ if self.text else []
+        self.fill = np.asarray(numeric.statistics_ if numeric is not None else [], dtype=np.float64)
         self.slots: list[dict[str, int]] = []  # per category feature: value -> output column
         offset = len(self.numeric)
-        for values in categorical.categories_:
+        for values in categories:
             self.slots.append({str(v): offset + i for i, v in enumerate(values)})
             offset += len(values)
         self.width = offset

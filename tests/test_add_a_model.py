@@ -73,6 +73,7 @@ def land_the_diabetes_data() -> int:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2400)  # two pipeline runs and a server start; minutes on a busy machine
 def test_the_readme_walkthrough_from_yaml_to_a_served_canary(world: Path, kustomize: str) -> None:
     from pipelines.manifests import render
     from pipelines.training import run
@@ -89,7 +90,14 @@ def test_the_readme_walkthrough_from_yaml_to_a_served_canary(world: Path, kustom
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "predictors", f"--model_name={MODEL}", f"--http_port={port}"],
+        [
+            sys.executable,
+            "-m",
+            "predictors",
+            f"--model_name={MODEL}",
+            f"--http_port={port}",
+            f"--grpc_port={free_port()}",
+        ],
         cwd=world,  # not the checkout: the store comes from CONSTRUCTOS_DATA_DIR, not ./mlflow.db
         env=env,
         stdout=(world / "server.log").open("w"),

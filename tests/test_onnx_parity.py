@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
 
 from feature_specs import load_spec
@@ -90,3 +91,28 @@ def test_a_model_onnx_cannot_reproduce_is_served_by_sklearn_and_says_why(model_d
     scorer = Scorer(spec, linear)
     assert scorer.runtime == "sklearn"
     assert scorer.check.startswith("ONNX unavailable (ValueError: LogisticRegression has no double-precision")
+
+
+@pytest.mark.parametrize("keep", ["numeric", "category"])
+def test_a_spec_with_one_kind_of_feature_gets_onnx_too(
+    keep: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part of the shared transform with no columns is never fitted; the fast path copes."""
+    import yaml
+
+    from feature_specs import Validator
+    from feature_specs.transform import build_model
+    from tests.spec_data import spec_rows
+
+    raw = yaml.safe_load(Path("feature_specs/lead_score.yaml").read_text())
+    raw["features"] = [f for f in raw["features"] if (f["dtype"] == "category") == (keep == "category")]
+    for f in raw["features"]:
+        f.pop("monotone", None)
+    raw |= {"name": "one_kind", "source_topic": "test.one-kind", "outcome_topic": "test.one-kind-outcomes"}
+    (tmp_path / "one_kind.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
+    spec = load_spec("one_kind")
+    data = spec_rows(spec, 2000, seed=3)
+    pipeline = build_model(spec).fit(Validator(spec, 2000).frame(data[spec.feature_names]), data[spec.target.name])
+    scorer = Scorer(spec, pipeline)
+    assert scorer.runtime == "onnxruntime", scorer.check
