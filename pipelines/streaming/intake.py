@@ -11,6 +11,9 @@ Policy (the trigger applies it to every record of a model's ``source_topic``):
   categories, required/optional); the target is checked here (a boolean for classifiers, a
   finite number within the target's bounds for regression).
 * Good events are landed with their values as sent (a null stays null: training imputes).
+* Hostile input is an ordinary reject, never an exception: JSON nested deeper than the decoder
+  can follow, or a string holding a lone UTF-16 surrogate (``"\\ud800"``, a valid JSON escape
+  that no UTF-8 store can hold), is refused naming the field.
 
 A batch is validated in one call; only when it fails is it bisected, so a bad event costs
 ``O(log n)`` extra calls instead of validating every record alone.
@@ -28,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator
+from pipelines.streaming.landing_index import digest
 
 ENVELOPE = ("event_id", "occurred_at")
 MAX_EVENT_ID = 200
@@ -50,6 +54,7 @@ class Intake:
         self.max_event_bytes = max_event_bytes
         self.validator = Validator(spec, max_batch=1 << 31)
         self._known = frozenset((*ENVELOPE, *spec.feature_names, spec.target.name, *spec.pii_names))
+        self._landed = ("occurred_at", *spec.feature_names, spec.target.name)
         self.schema = pa.schema(
             [("event_id", pa.string()), ("occurred_at", pa.string()), ("landed_at", pa.string())]
             + [(f.name, _ARROW[f.dtype]) for f in spec.features]
@@ -65,13 +70,22 @@ class Intake:
                 candidates.append((i, self._envelope(raw)))
             except InvalidFeature as exc:
                 rejects.append(Reject(i, exc.field, exc.problem))
+            except RecursionError:  # a deeply nested value inside an event that decoded
+                rejects.append(Reject(i, "event", "nested too deeply"))
         events = [event for _, event in candidates]
         columns = {f: [e.get(f) for e in events] for f in self.validator.spec.feature_names}
         bad = dict(self._check(columns, 0, len(events)))
         good = [candidate for pos, candidate in enumerate(candidates) if pos not in bad]
-        rejects += [Reject(candidates[pos][0], *problem) for pos, problem in bad.items()]
+        rejects += [
+            Reject(candidates[pos][0], field, self.scrub(candidates[pos][1], problem))
+            for pos, (field, problem) in bad.items()
+        ]
         rejects.sort(key=lambda r: r.index)
         return good, rejects
+
+    def digest(self, event: dict[str, Any]) -> bytes:
+        """What tells two versions of an event apart: its landed values (numbers compared as numbers)."""
+        return digest(_number(event.get(name)) for name in self._landed)
 
     def table(self, events: Sequence[dict[str, Any]], landed_at: str) -> pa.Table:
         """Good events as an Arrow table in the landing schema (values as sent, nulls kept; PII and
@@ -95,12 +109,7 @@ class Intake:
             raise InvalidFeature("event", "empty message")
         if len(raw) > self.max_event_bytes:
             raise InvalidFeature("event", f"oversized: {len(raw)} bytes, the limit is {self.max_event_bytes}")
-        try:
-            event = _decode(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidFeature("event", f"not valid JSON ({exc})") from None
-        if not isinstance(event, dict):
-            raise InvalidFeature("event", f"expected a JSON object, got {type(event).__name__}")
+        event = decode_object(raw)
         event_id = event.get("event_id")
         if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
             raise InvalidFeature("event_id", f"expected a string of 1 to {MAX_EVENT_ID} characters")
@@ -114,6 +123,14 @@ class Intake:
             raise InvalidFeature(min(unknown), "not in the spec: refused, it may be undeclared personal data")
         self._target(event.get(self.spec.target.name, None), self.spec.target.name in event)
         return event
+
+    def scrub(self, event: dict[str, Any] | None, text: str) -> str:
+        """``text`` (a reject reason) with the values of the event's PII fields blanked out."""
+        for name in self.spec.pii_names:
+            value = (event or {}).get(name)
+            if isinstance(value, str | int | float) and len(str(value)) >= 3:
+                text = text.replace(str(value), "***")
+        return text
 
     def _target(self, value: Any, present: bool) -> None:
         target = self.spec.target
@@ -142,3 +159,51 @@ class Intake:
                 return [(start, (exc.field, exc.problem))]
         middle = (start + stop) // 2
         return self._check(columns, start, middle) + self._check(columns, middle, stop)
+
+
+def _number(value: Any) -> Any:
+    return float(value) if type(value) is int else value
+
+
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """One JSON object from ``raw``, or :class:`InvalidFeature` (never another exception)."""
+    try:
+        text = raw.decode("utf-8")
+        value = _decode(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidFeature("event", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidFeature("event", "not valid JSON (nested too deeply)") from None
+    if not isinstance(value, dict):
+        raise InvalidFeature("event", f"expected a JSON object, got {type(value).__name__}")
+    if "\\u" in text:  # only an escape can make a lone surrogate: the common case skips the walk
+        field = _lone_surrogate(value)
+        if field is not None:
+            raise InvalidFeature(field, "not valid Unicode (a lone surrogate escape)")
+    return value
+
+
+def _lone_surrogate(event: dict[str, Any]) -> str | None:
+    """The top-level field whose name or value (at any depth) holds a lone surrogate, or None."""
+    for key, value in event.items():
+        stack = [key, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return key if _encodable(key) else "event"
+            elif isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list):
+                stack += item
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
