@@ -77,35 +77,25 @@ class DeadLetters:
     ) -> None:
         self.producer, self.state, self.stats = producer, state, stats
         self.max_bytes, self.attempts = max_bytes, attempts
-        self._sent: list[tuple[ConsumerRecord, Any]] = []
+        self._sent: list[tuple[ConsumerRecord, Reject, Collection[str], Any]] = []
 
     def send(self, record: ConsumerRecord, reject: Reject, pii: Collection[str]) -> None:
-        value, removed = scrub(record.value or b"", pii) if record.value is not None else (None, [])
-        headers = [
-            ("error.field", _header(reject.field)),
-            ("error.reason", _header(reject.reason)),
-            ("source.topic", _header(record.topic)),
-            ("source.partition", str(record.partition).encode()),
-            ("source.offset", str(record.offset).encode()),
-        ]
-        if removed:
-            headers.append(("pii.removed", ",".join(removed).encode()))
-        if value is not None and len(value) > self.max_bytes:
-            headers += [("value.truncated", str(len(value)).encode()), ("value.sha256", _sha256(value))]
-            value = value[: self.max_bytes]
-        try:
-            future = self.producer.send(dlq(record.topic), key=record.key, value=value, headers=headers)
-        except KafkaError as exc:  # refused before sending (e.g. larger than the producer allows)
-            future = exc
-        self._sent.append((record, future))
+        self._sent.append((record, reject, pii, self._send(record, reject, pii)))
 
     def flush(self) -> None:
-        """Wait for every copy; skip poison records; raise :class:`DeadLetterFailed` to retry the batch."""
+        """Wait for every copy; skip poison records; raise :class:`DeadLetterFailed` to retry the batch.
+
+        The broker refuses a whole produce batch for one bad record, so a copy refused for good is
+        sent again alone before it counts as a failure of its own."""
         self.producer.flush(timeout=30)
         sent, self._sent = self._sent, []
         retry = None
-        for record, future in sent:
-            error = future if isinstance(future, KafkaError) else (future.exception if future.failed() else None)
+        for record, reject, pii, future in sent:
+            error = _error(future)
+            if error is not None and not getattr(error, "retriable", False):
+                alone = self._send(record, reject, pii)
+                self.producer.flush(timeout=30)
+                error = _error(alone)
             if error is None:
                 continue
             if getattr(error, "retriable", False):
@@ -123,6 +113,31 @@ class DeadLetters:
             log.error("poison record %s skipped: its dead letter was refused %d times (%s)", where, failures, text)
         if retry is not None:
             raise DeadLetterFailed(f"dead letters not accepted: {type(retry).__name__}: {retry}")
+
+    def _send(self, record: ConsumerRecord, reject: Reject, pii: Collection[str]) -> Any:
+        value, removed = scrub(record.value, pii) if record.value is not None else (None, [])
+        headers = [
+            ("error.field", _header(reject.field)),
+            ("error.reason", _header(reject.reason)),
+            ("source.topic", _header(record.topic)),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+        ]
+        if removed:
+            headers.append(("pii.removed", ",".join(removed).encode()))
+        if value is not None and len(value) > self.max_bytes:
+            headers += [("value.truncated", str(len(value)).encode()), ("value.sha256", _sha256(value))]
+            value = value[: self.max_bytes]
+        try:
+            return self.producer.send(dlq(record.topic), key=record.key, value=value, headers=headers)
+        except KafkaError as exc:  # refused before sending (e.g. larger than the producer allows)
+            return exc
+
+
+def _error(future: Any) -> KafkaError | None:
+    if isinstance(future, KafkaError):
+        return future
+    return future.exception if future.failed() else None
 
 
 def _sha256(value: bytes) -> bytes:

@@ -1,5 +1,8 @@
 """Logging for the streaming processes: one format, the Kafka client's own log at its own level,
-and configured secrets masked in every line (a second guard behind the clients' masked password)."""
+and configured secrets masked in every line (a second guard behind the clients' masked password).
+
+The Kafka client's DEBUG log prints whole fetch responses, i.e. raw records with their personal
+data, so it is never enabled: its most detailed level here is INFO."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ class Redact(logging.Filter):
 def configure_logging(level: str, kafka_level: str = "ERROR", settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(kafka_level)
+    logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLevelNamesMapping()[kafka_level.upper()]))
     redact = Redact([settings.kafka_sasl_password or ""])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)

@@ -149,8 +149,13 @@ class Trigger:
         options = self.settings.kafka_options() | {
             "reconnect_backoff_max_ms": int(self.settings.kafka_retry_max_s * 1000)
         }
-        producer = KafkaProducer(
-            **options, linger_ms=5, compression_type="gzip", metrics_enabled=False, bootstrap_timeout_ms=5000
+        producer = KafkaProducer(  # dead letters only: at least once; not idempotent, so a refused
+            **options,  # record fails its own batch, not the producer
+            linger_ms=5,
+            compression_type="gzip",
+            enable_idempotence=False,
+            metrics_enabled=False,
+            bootstrap_timeout_ms=5000,
         )
         try:
             consumer = KafkaConsumer(
@@ -228,33 +233,31 @@ class Trigger:
         """Land the model's good records once each; returns the rejects (conflicts included)."""
         intake = self.intakes[model]
         good, rejects = intake.split([r.value for r in records])
-        digests: dict[str, bytes] = {}
-        first: dict[str, tuple[int, dict[str, Any]]] = {}
-        conflicts: list[int] = []
-        for i, event in good:
-            event_id, digest = event["event_id"], intake.digest(event)
-            if event_id not in digests:
-                digests[event_id], first[event_id] = digest, (i, event)
-            elif digests[event_id] != digest:
-                conflicts.append(i)  # the same id twice in one batch, different content
-        landed = self.index.landed(model, list(first))
+        versions = [(i, event["event_id"], intake.digest(event)) for i, event in good]
+        first: dict[str, tuple[int, bytes]] = {}
+        for i, event_id, digest in versions:
+            first.setdefault(event_id, (i, digest))
+        winner = self.index.landed(model, list(first))
+        fresh = {event_id: digest for event_id, (_, digest) in first.items() if event_id not in winner}
         lost: list[str] = []
-        fresh = [first[i][1] for i in first if i not in landed]
         if fresh:
-            table = intake.table(fresh, datetime.now(UTC).isoformat())
-            lost = landing.land(self.root, self.index, model, table, digests)
-            landed |= self.index.landed(model, lost)  # another replica landed these first
-        conflicts += [first[i][0] for i, digest in landed.items() if digest != digests[i]]
+            by_index = dict(good)
+            table = intake.table([by_index[first[e][0]] for e in fresh], datetime.now(UTC).isoformat())
+            lost = landing.land(self.root, self.index, model, table, fresh)
+            winner |= self.index.landed(model, lost)  # another replica landed these first
+        winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
+        landed_here = {first[e][0] for e in fresh if e not in lost}
+        conflicts = [i for i, event_id, digest in versions if i not in landed_here and digest != winner[event_id]]
         rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
-        self.stats["landed"] += len(fresh) - len(lost)
-        self.stats["duplicates"] += len(good) - len(fresh) + len(lost) - len(conflicts)
+        self.stats["landed"] += len(landed_here)
+        self.stats["duplicates"] += len(good) - len(landed_here) - len(conflicts)
         self.stats["conflicts"] += len(conflicts)
         self.stats["rejected"] += len(rejects)
         if rejects:
             reasons = Counter(r.field for r in rejects)
             log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(rejects), dict(reasons))
-        skipped = len(good) - len(fresh) + len(lost)
-        log.debug("%s: landed %d, skipped %d already landed", model, len(fresh) - len(lost), skipped)
+        skipped = len(good) - len(landed_here)
+        log.debug("%s: landed %d, skipped %d already landed", model, len(landed_here), skipped)
         return rejects
 
     def rows(self, model: str) -> int:
@@ -267,7 +270,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--no-retrain", action="store_true", help="only land events (backfills): never launch")
     parser.add_argument("--exit-when-idle", type=float, metavar="S", help="stop after S seconds without records")
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--kafka-log-level", default="ERROR", help="level of the Kafka client's own log")
+    parser.add_argument(
+        "--kafka-log-level",
+        default="ERROR",
+        choices=["INFO", "WARNING", "ERROR"],
+        help="the Kafka client's own log (never DEBUG: it prints raw records)",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     configure_logging(args.log_level, args.kafka_log_level)
     trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
