@@ -60,7 +60,7 @@ def raw_consume_per_s(settings: Settings, topic: str, n: int) -> float:
         group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        check_crcs=False,
+        check_crcs=True,  # as the trigger: in C with the crc32c package
         max_poll_records=settings.trigger_max_poll_records,
     )
     try:

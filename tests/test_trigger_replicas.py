@@ -62,7 +62,7 @@ def test_three_replicas_with_kills_land_once_and_launch_once(kafka_settings: Set
                 kills += 1
                 time.sleep(rng.uniform(0.0, 3.0))
                 replicas[victim] = TriggerProcess(settings, MODEL, poll_records=500, retrain=True)
-        index = SqliteIndex(settings.landing_dir / "index.sqlite3")
+        index = SqliteIndex(settings.landing_dir)
         deadline = time.monotonic() + 180
         while index.rows(MODEL) < EVENTS or RetrainState(settings.trigger_state_path).pending():
             assert time.monotonic() < deadline, f"seed {seed}: {index.rows(MODEL)} landed\n{replicas[2].log()}"

@@ -28,14 +28,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import orjson
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator
-from pipelines.streaming.landing_index import digest
 
 ENVELOPE = ("event_id", "occurred_at")
 MAX_EVENT_ID = 200
 _decode = json.JSONDecoder().decode  # on str: twice as fast as json.loads on bytes
+_FNV_PRIME, _NULL = np.uint64(1099511628211), np.uint64(0x9E3779B97F4A7C15)
 _ARROW = {"float": pa.float64(), "int": pa.int64(), "category": pa.string(), "bool": pa.bool_()}
 
 
@@ -83,9 +87,21 @@ class Intake:
         rejects.sort(key=lambda r: r.index)
         return good, rejects
 
-    def digest(self, event: dict[str, Any]) -> bytes:
-        """What tells two versions of an event apart: its landed values (numbers compared as numbers)."""
-        return digest(_number(event.get(name)) for name in self._landed)
+    def digests(self, table: pa.Table) -> list[int]:
+        """Per row of a :meth:`table`, 64 bits that tell two versions of an event apart: a hash of its
+        landed values (so ``3`` and ``3.0`` for an int feature, or a re-ordered JSON, are the same)."""
+        acc = np.zeros(table.num_rows, dtype=np.uint64)
+        for name in self._landed:
+            column = table.column(name).combine_chunks()
+            if pa.types.is_string(column.type):  # hash each distinct string once
+                encoded = pc.dictionary_encode(column)
+                distinct = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+                codes = encoded.indices.fill_null(-1).to_numpy()
+                hashed = np.where(codes >= 0, distinct[np.maximum(codes, 0)] if len(distinct) else 0, _NULL)
+            else:  # numbers and booleans as float64 (exact for ints below 2**53); null is NaN
+                hashed = pd.util.hash_array(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
+            acc = (acc * _FNV_PRIME) ^ hashed.astype(np.uint64)
+        return list(acc.view(np.int64).tolist())
 
     def table(self, events: Sequence[dict[str, Any]], landed_at: str) -> pa.Table:
         """Good events as an Arrow table in the landing schema (values as sent, nulls kept; PII and
@@ -161,12 +177,22 @@ class Intake:
         return self._check(columns, start, middle) + self._check(columns, middle, stop)
 
 
-def _number(value: Any) -> Any:
-    return float(value) if type(value) is int else value
-
-
 def decode_object(raw: bytes) -> dict[str, Any]:
-    """One JSON object from ``raw``, or :class:`InvalidFeature` (never another exception)."""
+    """One JSON object from ``raw``, or :class:`InvalidFeature` (never another exception).
+
+    orjson decodes the common case (valid UTF-8, no lone surrogate, depth under 1024) about twice
+    as fast; anything it refuses goes through the standard decoder, whose answers the policy uses
+    (it also reads ``NaN``/``Infinity``, refused later as not finite, naming the field)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _slow_decode(raw)
+    if not isinstance(value, dict):
+        raise InvalidFeature("event", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _slow_decode(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
         value = _decode(text)
@@ -174,9 +200,7 @@ def decode_object(raw: bytes) -> dict[str, Any]:
         raise InvalidFeature("event", f"not valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidFeature("event", "not valid JSON (nested too deeply)") from None
-    if not isinstance(value, dict):
-        raise InvalidFeature("event", f"expected a JSON object, got {type(value).__name__}")
-    if "\\u" in text:  # only an escape can make a lone surrogate: the common case skips the walk
+    if isinstance(value, dict) and "\\u" in text:  # only an escape can make a lone surrogate
         field = _lone_surrogate(value)
         if field is not None:
             raise InvalidFeature(field, "not valid Unicode (a lone surrogate escape)")

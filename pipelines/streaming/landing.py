@@ -35,7 +35,7 @@ def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
     return publish(stage(root, model, frame))
 
 
-def land(root: Path, index: LandingIndex, model: str, table: pa.Table, digests: Mapping[str, bytes]) -> list[str]:
+def land(root: Path, index: LandingIndex, model: str, table: pa.Table, digests: Mapping[str, int]) -> list[str]:
     """Land ``table`` (rows whose ``event_id`` are the keys of ``digests``) exactly once.
 
     Returns the ids another writer landed first (their rows are not landed here: the caller

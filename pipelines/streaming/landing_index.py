@@ -1,7 +1,7 @@
 """Which event ids are landed: the trigger's exactly-once guarantee, shared by all its replicas.
 
-The landing store keeps rows; this index keeps, per model, every landed ``event_id`` with a digest
-of its content and the part that holds it, **on disk**, so memory stays flat however many ids
+The landing store keeps rows; this index keeps, per model, every landed ``event_id`` with a 64-bit
+digest of its landed values and the part that holds it, **on disk**, so memory stays flat however many ids
 there are, and every replica sees what the others landed the moment they commit.
 
 The contract (:class:`LandingIndex`) is small so that another backend (an object store with
@@ -27,12 +27,11 @@ So a row is visible at most once, and a replayed batch finds its ids landed.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipelines.streaming.state_db import connect, write
 
@@ -40,77 +39,82 @@ CHUNK = 900  # ids per SQL statement (well below SQLite's host-parameter limit)
 
 
 class LandingIndex(Protocol):
-    def landed(self, model: str, ids: Sequence[str]) -> dict[str, bytes]: ...
-    def commit(self, model: str, part: str, entries: Mapping[str, bytes]) -> list[str]: ...
+    def landed(self, model: str, ids: Sequence[str]) -> dict[str, int]: ...
+    def commit(self, model: str, part: str, entries: Mapping[str, int]) -> list[str]: ...
     def committed(self, model: str, part: str) -> bool: ...
     def rows(self, model: str) -> int: ...
 
 
-def digest(values: Iterable[Any]) -> bytes:
-    """8 bytes that tell two versions of an event apart (its landed values, in schema order)."""
-    return hashlib.blake2b(repr(tuple(values)).encode("utf-8", "backslashreplace"), digest_size=8).digest()
-
-
 class SqliteIndex:
-    """:class:`LandingIndex` in one SQLite file beside the parts (``<landing_dir>/index.sqlite3``)."""
+    """:class:`LandingIndex` as one SQLite file per model: ``<landing_dir>/.index/<model>.sqlite3``
+    (one writer lock per model; ids keyed by themselves, sorted on insert for B-tree locality)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self._lock = threading.Lock()
-        self._db = connect(path)
-        with self._lock, write(self._db) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS parts (id INTEGER PRIMARY KEY, model TEXT NOT NULL, name TEXT NOT NULL,"
-                " rows INTEGER NOT NULL, UNIQUE (model, name))"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS ids (model TEXT NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,"
-                " part INTEGER NOT NULL, PRIMARY KEY (model, event_id)) WITHOUT ROWID"
-            )
-            db.execute("CREATE TABLE IF NOT EXISTS counts (model TEXT PRIMARY KEY, rows INTEGER NOT NULL)")
+        self._dbs: dict[str, sqlite3.Connection] = {}
 
-    def landed(self, model: str, ids: Sequence[str]) -> dict[str, bytes]:
+    def landed(self, model: str, ids: Sequence[str]) -> dict[str, int]:
         with self._lock:
-            return self._landed(self._db, model, ids)
+            return self._select(self._db(model), "digest", ids)
 
-    def commit(self, model: str, part: str, entries: Mapping[str, bytes]) -> list[str]:
-        with self._lock, write(self._db) as db:
-            taken = list(self._landed(db, model, list(entries)))
-            if taken:
-                return taken
-            part_id = db.execute(
-                "INSERT INTO parts (model, name, rows) VALUES (?, ?, ?)", (model, part, len(entries))
-            ).lastrowid
-            db.executemany(
-                "INSERT INTO ids (model, event_id, digest, part) VALUES (?, ?, ?, ?)",
-                ((model, event_id, d, part_id) for event_id, d in entries.items()),
-            )
-            db.execute(
-                "INSERT INTO counts VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET rows = rows + excluded.rows",
-                (model, len(entries)),
-            )
+    def commit(self, model: str, part: str, entries: Mapping[str, int]) -> list[str]:
+        with self._lock:
+            db = self._db(model)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                part_id = db.execute("INSERT INTO parts (name, rows) VALUES (?, ?)", (part, len(entries))).lastrowid
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO ids (event_id, digest, part) VALUES (?, ?, ?)",
+                    ((event_id, entries[event_id], part_id) for event_id in sorted(entries)),
+                )
+                if db.total_changes - before < len(entries):  # some were landed first: all or nothing
+                    owners = self._select(db, "part", list(entries))
+                    db.execute("ROLLBACK")
+                    return [event_id for event_id, owner in owners.items() if owner != part_id]
+                db.execute("UPDATE counts SET rows = rows + ?", (len(entries),))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
             return []
 
     def committed(self, model: str, part: str) -> bool:
         with self._lock:
-            found = self._db.execute("SELECT 1 FROM parts WHERE model = ? AND name = ?", (model, part)).fetchone()
+            found = self._db(model).execute("SELECT 1 FROM parts WHERE name = ?", (part,)).fetchone()
         return found is not None
 
     def rows(self, model: str) -> int:
         with self._lock:
-            found = self._db.execute("SELECT rows FROM counts WHERE model = ?", (model,)).fetchone()
-        return int(found[0]) if found else 0
+            return int(self._db(model).execute("SELECT rows FROM counts").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            for db in self._dbs.values():
+                db.close()
+            self._dbs.clear()
+
+    def _db(self, model: str) -> sqlite3.Connection:
+        if model not in self._dbs:
+            db = connect(self.root / ".index" / f"{model}.sqlite3")
+            with write(db):
+                db.execute("CREATE TABLE IF NOT EXISTS parts (id INTEGER PRIMARY KEY, name TEXT UNIQUE, rows INTEGER)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS ids (event_id TEXT PRIMARY KEY, digest INTEGER NOT NULL,"
+                    " part INTEGER NOT NULL) WITHOUT ROWID"
+                )
+                db.execute("CREATE TABLE IF NOT EXISTS counts (rows INTEGER NOT NULL)")
+                if db.execute("SELECT count(*) FROM counts").fetchone()[0] == 0:
+                    db.execute("INSERT INTO counts VALUES (0)")
+            self._dbs[model] = db
+        return self._dbs[model]
 
     @staticmethod
-    def _landed(db: sqlite3.Connection, model: str, ids: Sequence[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
+    def _select(db: sqlite3.Connection, column: str, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT event_id, digest FROM ids WHERE model = ? AND event_id IN ({marks})"
-            found.update(db.execute(query, (model, *chunk)).fetchall())
+            query = f"SELECT event_id, {column} FROM ids WHERE event_id IN ({','.join('?' * len(chunk))})"
+            found.update(db.execute(query, chunk).fetchall())
         return found

@@ -95,7 +95,7 @@ class Trigger:
         self.topic_model = {named(spec.source_topic, self.settings): m for m, spec in self.specs.items()}
         self.requests_topic = named(RETRAIN_REQUESTS, self.settings)
         self.root = self.settings.landing_dir
-        self.index = SqliteIndex(self.root / "index.sqlite3")
+        self.index = SqliteIndex(self.root)
         self.state = RetrainState(self.settings.trigger_state_path)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -233,20 +233,20 @@ class Trigger:
         """Land the model's good records once each; returns the rejects (conflicts included)."""
         intake = self.intakes[model]
         good, rejects = intake.split([r.value for r in records])
-        versions = [(i, event["event_id"], intake.digest(event)) for i, event in good]
-        first: dict[str, tuple[int, bytes]] = {}
-        for i, event_id, digest in versions:
-            first.setdefault(event_id, (i, digest))
+        table = intake.table([event for _, event in good], datetime.now(UTC).isoformat())
+        versions = [(i, event["event_id"], h) for (i, event), h in zip(good, intake.digests(table), strict=True)]
+        first: dict[str, tuple[int, int]] = {}  # event id -> (row in table, digest) of its first copy
+        for row, (_, event_id, digest) in enumerate(versions):
+            first.setdefault(event_id, (row, digest))
         winner = self.index.landed(model, list(first))
         fresh = {event_id: digest for event_id, (_, digest) in first.items() if event_id not in winner}
         lost: list[str] = []
         if fresh:
-            by_index = dict(good)
-            table = intake.table([by_index[first[e][0]] for e in fresh], datetime.now(UTC).isoformat())
-            lost = landing.land(self.root, self.index, model, table, fresh)
+            rows = table.take([first[event_id][0] for event_id in fresh])
+            lost = landing.land(self.root, self.index, model, rows, fresh)
             winner |= self.index.landed(model, lost)  # another replica landed these first
         winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
-        landed_here = {first[e][0] for e in fresh if e not in lost}
+        landed_here = {versions[first[e][0]][0] for e in fresh if e not in lost}
         conflicts = [i for i, event_id, digest in versions if i not in landed_here and digest != winner[event_id]]
         rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
         self.stats["landed"] += len(landed_here)
