@@ -57,6 +57,7 @@ bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeli
 	$(PY) -m bench.pipeline
 	$(MAKE) --no-print-directory kafka-up
 	$(PY) -m bench.trigger --events 100000
+	$(PY) -m bench.trigger_memory --events 50000
 
 # --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
 .PHONY: demo-train
@@ -96,8 +97,9 @@ trigger: $(STAMP) ## run the Kafka trigger: land events, dead-letter bad ones, l
 publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.parquet) to its topic
 	$(PY) -m pipelines.streaming.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
 
-bench-trigger: $(STAMP) ## trigger throughput: 100k events per model through the broker (after kafka-up)
+bench-trigger: $(STAMP) ## trigger throughput (100k events per model) and memory after 1M/10M landed ids (after kafka-up)
 	$(PY) -m bench.trigger --events 100000
+	$(PY) -m bench.trigger_memory --events 50000
 
 # --- monitoring and the canary -------------------------------------------------------------
 .PHONY: monitor canary

@@ -38,8 +38,14 @@ class Settings(KafkaSettings, StoreSettings):
     trigger_max_event_bytes: int = Field(default=64 * 1024, gt=0)
     """Larger events are dead-lettered as oversized."""
 
-    pipeline_runner: Literal["local", "kfp"] = "local"
-    """Where training runs go: ``local`` (kfp.local in this process) or ``kfp`` (a KFP endpoint)."""
+    trigger_dead_letter_max_bytes: int = Field(default=256 * 1024, gt=0)
+    """A dead-letter copy larger than this keeps its first bytes only (with its size and SHA-256)."""
+    trigger_dead_letter_attempts: int = Field(default=3, gt=0)
+    """Batches in which a record's dead letter may be refused before it is skipped as poison."""
+
+    pipeline_runner: Literal["local", "kfp", "dry-run"] = "local"
+    """Where training runs go: ``local`` (kfp.local in this process), ``kfp`` (a KFP endpoint) or
+    ``dry-run`` (the launch is recorded, nothing runs: a trigger without a training backend)."""
     kfp_host: str | None = None
     """Kubeflow Pipelines API endpoint for ``pipeline_runner=kfp``."""
 
@@ -52,7 +58,7 @@ class Settings(KafkaSettings, StoreSettings):
 
     @property
     def trigger_state_path(self) -> Path:
-        return self.data_dir / "trigger" / "state.json"
+        return self.data_dir / "trigger" / "state.sqlite3"
 
 
 @cache

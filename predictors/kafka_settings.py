@@ -8,6 +8,14 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class Secret(str):
+    """A password as the Kafka clients need it (a ``str``), shown as ``'***'`` wherever a client
+    logs its configuration (kafka-python's admin client does, at DEBUG)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
 class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSTRUCTOS_", extra="ignore")
 
@@ -42,7 +50,7 @@ class KafkaSettings(BaseSettings):
             options |= {
                 "sasl_mechanism": self.kafka_sasl_mechanism,
                 "sasl_plain_username": self.kafka_sasl_username,
-                "sasl_plain_password": self.kafka_sasl_password,
+                "sasl_plain_password": Secret(self.kafka_sasl_password or ""),
             }
         for name in ("cafile", "certfile", "keyfile"):
             if value := getattr(self, f"kafka_ssl_{name}"):

@@ -75,7 +75,9 @@ class Broker:
 class TriggerProcess:
     """``python -m pipelines.streaming.trigger`` with the given settings; its log is collected line by line."""
 
-    def __init__(self, settings: Settings, model: str, *args: str, poll_records: int = 1000) -> None:
+    def __init__(
+        self, settings: Settings, model: str, *args: str, poll_records: int = 1000, retrain: bool = False
+    ) -> None:
         env = os.environ | {
             "PYTHONPATH": str(ROOT),
             "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -84,6 +86,7 @@ class TriggerProcess:
             "CONSTRUCTOS_TRIGGER_GROUP": settings.trigger_group,
             "CONSTRUCTOS_TRIGGER_MAX_POLL_RECORDS": str(poll_records),
             "CONSTRUCTOS_KAFKA_RETRY_MAX_S": "2",
+            "CONSTRUCTOS_PIPELINE_RUNNER": settings.pipeline_runner,
         }
         for name in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"):
             if value := getattr(settings, f"kafka_{name}"):
@@ -94,7 +97,7 @@ class TriggerProcess:
             "pipelines.streaming.trigger",
             "--models",
             model,
-            "--no-retrain",
+            *([] if retrain else ["--no-retrain"]),
             "--log-level",
             "DEBUG",
         ]

@@ -64,7 +64,7 @@ def test_sasl_broker_accepts_the_configured_user_and_refuses_a_wrong_password(tm
         assert landing.event_ids(settings.landing_dir, "lead_score") == {e["event_id"] for e in events}
 
         wrong = settings.model_copy(update={"kafka_sasl_password": "not-" + PASSWORD})
-        trigger = TriggerProcess(wrong, "lead_score")  # the process reads the password from its environment
+        trigger = TriggerProcess(wrong, "lead_score", "--kafka-log-level", "INFO")  # password from the environment
         try:
             trigger.wait_for(r"retrying in \d+s \(attempt 2\)", timeout=60)
             assert "Authentication failed" in "".join(trigger.lines)

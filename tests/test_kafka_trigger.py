@@ -16,6 +16,7 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming import landing
+from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.publish import main as publish_main
 from pipelines.streaming.publish import publish_events, request_retrain
@@ -105,11 +106,14 @@ def test_good_events_land_once_and_bad_ones_go_to_the_dlq(kafka_settings: Settin
     assert launches.calls == []  # 300 rows: below the threshold
 
     letters = read_topic(kafka_settings, dlq(spec.source_topic))
-    assert {r.value: dict(r.headers)["error.field"].decode() for r in letters} == bad
+    without_pii = {scrub(value, spec.pii_names)[0]: field for value, field in bad.items()}
+    assert {r.value: dict(r.headers)["error.field"].decode() for r in letters} == without_pii
     for letter in letters:
         headers = dict(letter.headers)
         assert headers["source.topic"].decode() == named(spec.source_topic, kafka_settings)
-        assert values[int(letter.key)] == letter.value  # unchanged, traceable to its source record
+        # the rest unchanged, PII removed, traceable to its source record
+        assert scrub(values[int(letter.key)], spec.pii_names)[0] == letter.value
+        assert not set(spec.pii_names) & (json.loads(letter.value).keys() if letter.value.startswith(b'{"') else set())
         assert int(headers["source.offset"]) >= 0 and headers["error.reason"]
 
 

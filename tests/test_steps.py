@@ -218,7 +218,8 @@ def test_launch_failed_key_is_not_retried(data_dir: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr("pipelines.training.run.run_local", failing)
     with pytest.raises(RuntimeError):
         launch.launch_training("credit_risk", key="k")
-    assert launch.launch_training("credit_risk", key="k") == ""
+    with pytest.raises(RuntimeError, match="failed before: validate failed"):  # not run again
+        launch.launch_training("credit_risk", key="k")
 
 
 class FakeKfpClient:

@@ -16,6 +16,7 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings
 from pipelines.streaming.publish import publish_events
+from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics, named
 from tests.kafka_broker import ROOT
 
@@ -40,9 +41,8 @@ def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) ->
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    state = json.loads(kafka_settings.trigger_state_path.read_text())
-    entry = state["keys"][f"{MODEL}-rows-0"]
-    assert entry["status"] == "launched", entry
+    entry = RetrainState(kafka_settings.trigger_state_path).get(f"{MODEL}-rows-0")
+    assert entry is not None and entry["status"] == "launched", entry
     assert entry["run_id"].startswith("training-") and entry["landed_rows"] == spec.retrain.min_new_rows
 
     from mlflow import MlflowClient

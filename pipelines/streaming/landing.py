@@ -2,7 +2,11 @@
 
 ``<data_dir>/landing/<model>/part-<time>-<id>.parquet`` with columns ``event_id``,
 ``occurred_at``, ``landed_at``, the spec's features and its target (no PII: the trigger strips it).
-A part is written to a temporary name, fsynced and renamed, so readers never see half a file.
+A part is written to a temporary name (``.parquet.tmp``), fsynced and renamed, so readers never see
+half a file. The trigger lands through :func:`land`: the part's event ids are committed to the
+:mod:`~pipelines.streaming.landing_index` between the write and the rename, which makes landing
+exactly-once per event id across replicas and crashes (:func:`recover` finishes the renames a
+crash interrupted).
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipelines.streaming.landing_index import LandingIndex
 
 
 def model_dir(root: Path, model: str) -> Path:
@@ -22,19 +30,53 @@ def model_dir(root: Path, model: str) -> Path:
 
 
 def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
-    """Durably append ``frame`` (a DataFrame or an Arrow table) as one new part; returns its path."""
+    """Durably append ``frame`` (a DataFrame or an Arrow table) as one new part, outside the index
+    (backfills, tests); returns its path."""
+    return publish(stage(root, model, frame))
+
+
+def land(root: Path, index: LandingIndex, model: str, table: pa.Table, digests: Mapping[str, int]) -> list[str]:
+    """Land ``table`` (rows whose ``event_id`` are the keys of ``digests``) exactly once.
+
+    Returns the ids another writer landed first (their rows are not landed here: the caller
+    decides whether they are duplicates or conflicts); every other row is durably landed."""
+    lost: list[str] = []
+    while table.num_rows:
+        staged = stage(root, model, table)
+        taken = index.commit(model, staged.name.removesuffix(".tmp"), {i: digests[i] for i in _ids(table)})
+        if not taken:
+            publish(staged)
+            break
+        staged.unlink()
+        lost += taken
+        keep = pc.invert(pc.is_in(table.column("event_id"), pa.array(taken, pa.string())))
+        table = table.filter(keep)
+    return lost
+
+
+def stage(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
+    """Write ``frame`` as a new part under its temporary name (invisible to readers), fsynced."""
     folder = model_dir(root, model)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = final.with_suffix(".tmp")
+    tmp = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet.tmp"
     if isinstance(frame, pa.Table):
         pq.write_table(frame, tmp)
     else:
         frame.to_parquet(tmp, index=False)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(folder, os.O_RDONLY)
+    return tmp
+
+
+def publish(staged: Path) -> Path:
+    """Make a staged part visible (atomic rename + directory fsync); idempotent."""
+    final = staged.with_name(staged.name.removesuffix(".tmp"))
+    try:
+        os.replace(staged, final)
+    except FileNotFoundError:
+        if not final.exists():
+            raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -42,12 +84,33 @@ def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
     return final
 
 
+def recover(root: Path, index: LandingIndex, model: str, stale_after_s: float = 600) -> int:
+    """Publish the staged parts whose ids were committed (a crash came between commit and rename);
+    delete uncommitted ones older than ``stale_after_s`` (a crash before the commit). Returns how
+    many parts were published."""
+    published = 0
+    for staged in sorted(model_dir(root, model).glob("part-*.parquet.tmp")):
+        try:
+            if index.committed(model, staged.name.removesuffix(".tmp")):
+                publish(staged)
+                published += 1
+            elif time.time() - staged.stat().st_mtime > stale_after_s:
+                staged.unlink()
+        except FileNotFoundError:  # published or removed by another replica meanwhile
+            continue
+    return published
+
+
+def _ids(table: pa.Table) -> list[str]:
+    return table.column("event_id").to_pylist()
+
+
 def parts(root: Path, model: str) -> list[Path]:
     return sorted(model_dir(root, model).glob("part-*.parquet"))
 
 
 def event_ids(root: Path, model: str) -> set[str]:
-    """The ids of every landed event of a model (reads only that column): the trigger's de-duplication."""
+    """The ids of every landed event of a model, read from the parts (the trigger asks its index)."""
     ids: set[str] = set()
     for p in parts(root, model):
         ids.update(pq.read_table(p, columns=["event_id"]).column(0).to_pylist())

@@ -1,15 +1,23 @@
 """Start a training run from code (the Kafka trigger calls this): kfp.local or a KFP endpoint,
-chosen by ``settings.pipeline_runner``. A key is claimed once, atomically, under
-``<data_dir>/launches/``: the same key never makes two runs, even after a failed one (the caller
-decides whether a new key retries)."""
+chosen by ``settings.pipeline_runner``.
+
+Each key has a ledger file under ``<data_dir>/launches/`` and a lock held (``flock``) for as long as
+its launch runs. A key that launched returns its run id again; a key that failed raises again (the
+caller decides whether a new key retries); a key whose launch is running elsewhere raises
+:class:`LaunchInProgress`; a key whose ledger says "running" while nobody holds its lock was
+interrupted by a crash, and is launched again (``attempt`` counts), loudly.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,40 +31,61 @@ def _ledger(key: str) -> Path:
     return get_settings().data_dir / "launches" / f"{safe}.json"
 
 
-def _claim(path: Path, record: dict[str, Any]) -> bool:
-    """Create ``path`` only if it does not exist (atomic); False when the key is taken."""
+class LaunchInProgress(RuntimeError):
+    """The key's launch is running in another process (or thread) right now."""
+
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """Hold the key's lock for the whole launch; released by the kernel if the process dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LaunchInProgress(f"launch {path.stem} is running in another process") from None
+        yield
+    finally:
+        os.close(fd)
 
 
-def _update(path: Path, **fields: Any) -> None:
-    record = {**json.loads(path.read_text()), **fields}
+def _write(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
     """Run (locally) or submit (KFP) the training pipeline for ``model`` once per ``key``.
 
-    Returns the run's id: the pipeline run name locally, the KFP run id on a cluster. A key seen
-    before returns what it returned then (or ``""`` while that local run is still going).
+    Returns the run's id (never empty): the pipeline run name locally, the KFP run id on a cluster.
     """
-    settings = get_settings()
     path = _ledger(key)
-    record = {"model": model, "key": key, "runner": settings.pipeline_runner, "started": time.time(), "run_id": ""}
-    if not _claim(path, record):
-        previous = json.loads(path.read_text())
-        log.info("launch: key %s already launched (%s)", key, previous.get("run_id") or previous.get("status"))
-        return str(previous.get("run_id", ""))
+    with _held(path):
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        if previous.get("run_id"):
+            log.info("launch: key %s already launched: run %s", key, previous["run_id"])
+            return str(previous["run_id"])
+        if previous.get("status") == "failed":
+            raise RuntimeError(f"launch {key} failed before: {previous.get('error', '')[:500]}")
+        attempt = int(previous.get("attempt", 0)) + 1
+        if previous:
+            log.warning("launch: key %s was interrupted (attempt %d died): launching it again", key, attempt - 1)
+        return _launch(path, model, key, attempt, params)
+
+
+def _launch(path: Path, model: str, key: str, attempt: int, params: dict[str, Any]) -> str:
+    settings = get_settings()
+    record = {"model": model, "key": key, "runner": settings.pipeline_runner, "attempt": attempt}
+    _write(path, record | {"status": "running", "started": time.time(), "run_id": ""})
     try:
-        if settings.pipeline_runner == "kfp":
+        if settings.pipeline_runner == "dry-run":
+            run_id = f"dry-run-{key}"
+        elif settings.pipeline_runner == "kfp":
             from pipelines.training.submit import submit
 
             run_id = submit(model, key=key, **params)
@@ -64,8 +93,11 @@ def launch_training(model: str, *, key: str, **params: Any) -> str:
             from pipelines.training.run import run_local
 
             run_id = run_local(model, **params).pipeline_run_id
+        if not run_id:
+            raise RuntimeError("the runner returned no run id")
     except Exception as exc:
-        _update(path, status="failed", error=str(exc)[:2000])
+        _write(path, record | {"status": "failed", "error": str(exc)[:2000]})
         raise
-    _update(path, status="launched" if settings.pipeline_runner == "kfp" else "finished", run_id=run_id)
-    return run_id
+    status = "finished" if settings.pipeline_runner == "local" else "launched"
+    _write(path, record | {"status": status, "run_id": run_id})
+    return str(run_id)

@@ -3,56 +3,57 @@
 **Intake.** A consumer group reads each model's ``source_topic``. Every event is checked against
 the model's feature spec (policy in :mod:`pipelines.streaming.intake`): PII fields named in the spec are
 stripped; a field the spec does not know is refused, like malformed JSON, a wrong type, a value out
-of range or an oversized message. Refused events go to ``<source_topic>.dlq`` unchanged, with the
-reason in headers (``error.field``, ``error.reason``, ``source.topic``, ``source.partition``,
-``source.offset``); the consumer goes on.
+of range or an oversized message. Refused events go to ``<source_topic>.dlq`` with the PII fields
+removed and the reason in headers (:mod:`pipelines.streaming.dead_letters`); the consumer goes on.
 
-**Delivery.** Good events are appended to the landing store (one atomic, fsynced Parquet part per
-model and batch); dead letters are flushed; only then are the offsets committed. A crash in between
-replays the batch, and events whose id is already landed are skipped: exactly once in the store.
+**Exactly once.** Good events are landed through the shared landing index
+(:mod:`pipelines.streaming.landing_index`): an event id lands once across replicas, rebalances and
+crashes, and memory does not grow with the store. The same id sent again with the same content is
+a duplicate (counted, skipped); with *different* content it is a conflict: the first landed
+version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate`` (counted
+as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
 (Publish with the event id as key so a re-sent event lands on the same partition.)
 
-**Retraining.** A model is retrained when its rows landed since its last run reach
-``retrain.min_new_rows`` (and it has ``retrain.min_rows`` in all), or when a request
-``{"model": ..., "reason": ..., "request_id": ...}`` arrives on ``mlops.retrain-requests``. Each
-launch has a trigger key (``<model>-rows-<baseline>`` or ``<model>-request-<request_id>``) recorded
-under the data dir before the launch, so a key launches once (:mod:`pipelines.streaming.retrain_state`).
-Launches run in a background thread and are reported on ``mlops.model-events``.
+**Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
 **Resilience.** Any Kafka failure (broker down at start or gone mid-stream, a failed commit) closes
 the clients and starts again from the committed offsets after a pause that doubles up to
-``kafka_retry_max_s``. SIGTERM/SIGINT finish the batch at hand and stop.
+``kafka_retry_max_s``. A record that cannot even be dead-lettered is skipped after
+``trigger_dead_letter_attempts`` tries (a poison record: ERROR log, kept in the state). SIGTERM/SIGINT
+finish the batch at hand and stop.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming import landing
+from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.intake import Intake, Reject
+from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.logs import configure_logging
 from pipelines.streaming.retrain_state import RetrainState
-from pipelines.streaming.topics import RETRAIN_REQUESTS, dlq, ensure_topics, named
+from pipelines.streaming.retraining import Launcher, Retrainer
+from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 
 log = logging.getLogger("pipelines.streaming.trigger")
 
-Launcher = Callable[..., str]
+CONFLICT = "conflicting-duplicate"
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
@@ -60,6 +61,19 @@ def launch_training(model: str, *, key: str, **params: Any) -> str:
     from pipelines.streaming.launch import launch_training as launch
 
     return launch(model, key=key, **params)
+
+
+class _Recover(ConsumerRebalanceListener):
+    """On every assignment: finish interrupted landings and resume interrupted launches."""
+
+    def __init__(self, trigger: Trigger) -> None:
+        self.trigger = trigger
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.trigger.recover()
 
 
 class Trigger:
@@ -75,19 +89,18 @@ class Trigger:
     ) -> None:
         self.settings = settings or get_settings()
         self.models = list(models or self.settings.trigger_models or load_specs())
-        self.launcher = launcher
         self.retrain = retrain
         self.specs = {m: load_spec(m) for m in self.models}
         self.intakes = {m: Intake(spec, self.settings.trigger_max_event_bytes) for m, spec in self.specs.items()}
         self.topic_model = {named(spec.source_topic, self.settings): m for m, spec in self.specs.items()}
         self.requests_topic = named(RETRAIN_REQUESTS, self.settings)
         self.root = self.settings.landing_dir
-        self.landed = {m: landing.event_ids(self.root, m) for m in self.models}
+        self.index = SqliteIndex(self.root)
         self.state = RetrainState(self.settings.trigger_state_path)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
-        self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
         self._events = EventPublisher(self.settings)
+        self.retrainer = Retrainer(self.specs, self.index, self.state, self._events, launcher)
         self._connected = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -116,9 +129,17 @@ class Trigger:
                     )
                     self._stop.wait(delay)
         finally:
-            self._launches.shutdown(wait=True, cancel_futures=True)
+            self.retrainer.close()
             self._events.close()
             log.info("stopped: %s", dict(self.stats))
+
+    def recover(self) -> None:
+        """Publish landed parts a crash left unpublished; resume launches a crash left pending."""
+        for model in self.models:
+            if published := landing.recover(self.root, self.index, model):
+                log.warning("%s: published %d part(s) a crash had left staged", model, published)
+        if self.retrain:
+            self.retrainer.resume_pending()
 
     def _session(self, exit_when_idle_s: float | None) -> None:
         """One connection to the cluster, from the committed offsets until stopped or a Kafka error."""
@@ -128,7 +149,14 @@ class Trigger:
         options = self.settings.kafka_options() | {
             "reconnect_backoff_max_ms": int(self.settings.kafka_retry_max_s * 1000)
         }
-        producer = KafkaProducer(**options, linger_ms=5, metrics_enabled=False, bootstrap_timeout_ms=5000)
+        producer = KafkaProducer(  # dead letters only: at least once; not idempotent, so a refused
+            **options,  # record fails its own batch, not the producer
+            linger_ms=5,
+            compression_type="gzip",
+            enable_idempotence=False,
+            metrics_enabled=False,
+            bootstrap_timeout_ms=5000,
+        )
         try:
             consumer = KafkaConsumer(
                 **options,
@@ -139,21 +167,19 @@ class Trigger:
                 session_timeout_ms=10_000,  # a killed replica's partitions move on after 10 s, not 45
                 max_partition_fetch_bytes=8 << 20,
                 metrics_enabled=False,
-                # kafka-python checks CRCs in pure Python (~60% of the trigger's CPU); the broker
-                # verifies them when records are produced and TCP guards the wire.
-                check_crcs=False,
+                check_crcs=True,  # in C with the crc32c package
                 bootstrap_timeout_ms=5000,
             )
         except KafkaError:
             producer.close(timeout=1)
             raise
         try:
-            consumer.subscribe([*self.topic_model, *([self.requests_topic] if self.retrain else [])])
+            consumer.subscribe(
+                [*self.topic_model, *([self.requests_topic] if self.retrain else [])], listener=_Recover(self)
+            )
             self._connected = True
             topics = ", ".join(sorted(consumer.subscription()))
             log.info("consuming %s as group %s", topics, self.settings.trigger_group)
-            if self.retrain:
-                self._resume_pending()
             idle_since = reported = time.monotonic()
             last = dict(self.stats)
             while not self._stop.is_set():
@@ -186,111 +212,56 @@ class Trigger:
                 requests += records
             else:
                 by_model.setdefault(self.topic_model[tp.topic], []).extend(records)
-        sent = []
+        letters = DeadLetters(
+            producer,
+            self.state,
+            self.stats,
+            self.settings.trigger_dead_letter_max_bytes,
+            self.settings.trigger_dead_letter_attempts,
+        )
         for model, records in by_model.items():
-            rejects = self._land(model, records)
-            sent += [self._dead_letter(producer, records[r.index], r) for r in rejects]
-        producer.flush(timeout=30)
-        for future in sent:
-            if future.failed():
-                raise future.exception
+            pii = self.specs[model].pii_names
+            for reject in self._land(model, records):
+                letters.send(records[reject.index], reject, pii)
+        letters.flush()
         for record in requests:
-            self._request(record)
+            self.retrainer.request(record)
         for model in by_model if self.retrain else ():
-            self._check_new_rows(model)
+            self.retrainer.check_new_rows(model)
 
     def _land(self, model: str, records: Sequence[ConsumerRecord]) -> list[Reject]:
-        good, rejects = self.intakes[model].split([r.value for r in records])
-        landed = self.landed[model]
-        fresh: dict[str, dict[str, Any]] = {}
-        for _, event in good:
-            if event["event_id"] not in landed:
-                fresh.setdefault(event["event_id"], event)
+        """Land the model's good records once each; returns the rejects (conflicts included)."""
+        intake = self.intakes[model]
+        good, rejects = intake.split([r.value for r in records])
+        table = intake.table([event for _, event in good], datetime.now(UTC).isoformat())
+        versions = [(i, event["event_id"], h) for (i, event), h in zip(good, intake.digests(table), strict=True)]
+        first: dict[str, tuple[int, int]] = {}  # event id -> (row in table, digest) of its first copy
+        for row, (_, event_id, digest) in enumerate(versions):
+            first.setdefault(event_id, (row, digest))
+        winner = self.index.landed(model, list(first))
+        fresh = {event_id: digest for event_id, (_, digest) in first.items() if event_id not in winner}
+        lost: list[str] = []
         if fresh:
-            table = self.intakes[model].table(list(fresh.values()), datetime.now(UTC).isoformat())
-            landing.write_part(self.root, model, table)
-            landed.update(fresh)
-        self.stats["landed"] += len(fresh)
-        self.stats["duplicates"] += len(good) - len(fresh)
+            rows = table.take([first[event_id][0] for event_id in fresh])
+            lost = landing.land(self.root, self.index, model, rows, fresh)
+            winner |= self.index.landed(model, lost)  # another replica landed these first
+        winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
+        landed_here = {versions[first[e][0]][0] for e in fresh if e not in lost}
+        conflicts = [i for i, event_id, digest in versions if i not in landed_here and digest != winner[event_id]]
+        rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
+        self.stats["landed"] += len(landed_here)
+        self.stats["duplicates"] += len(good) - len(landed_here) - len(conflicts)
+        self.stats["conflicts"] += len(conflicts)
         self.stats["rejected"] += len(rejects)
         if rejects:
             reasons = Counter(r.field for r in rejects)
             log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(rejects), dict(reasons))
-        log.debug("%s: landed %d, skipped %d already landed", model, len(fresh), len(good) - len(fresh))
+        skipped = len(good) - len(landed_here)
+        log.debug("%s: landed %d, skipped %d already landed", model, len(landed_here), skipped)
         return rejects
 
-    def _dead_letter(self, producer: KafkaProducer, record: ConsumerRecord, reject: Reject) -> Any:
-        headers = [
-            ("error.field", reject.field.encode()),
-            ("error.reason", reject.reason.encode()),
-            ("source.topic", record.topic.encode()),
-            ("source.partition", str(record.partition).encode()),
-            ("source.offset", str(record.offset).encode()),
-        ]
-        return producer.send(dlq(record.topic), key=record.key, value=record.value, headers=headers)
-
-    # -- retraining ---------------------------------------------------------------------
-
     def rows(self, model: str) -> int:
-        return len(self.landed[model])
-
-    def _check_new_rows(self, model: str) -> None:
-        if any(entry["model"] == model for _, entry in self.state.pending()):
-            return  # one launch at a time per model: rows landed meanwhile count towards the next
-        retrain = self.specs[model].retrain
-        baseline = self.state.rows_at_last_run(model)
-        total = self.rows(model)
-        if total - baseline >= retrain.min_new_rows and total >= retrain.min_rows:
-            self._launch(model, f"{model}-rows-{baseline}", reason="new_rows", new_rows=total - baseline)
-
-    def _request(self, record: ConsumerRecord) -> None:
-        try:
-            body = json.loads(record.value)
-            model = body["model"]
-            if model not in self.specs:
-                raise ValueError(f"model {model!r} is not handled here (handled: {', '.join(self.specs)})")
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("retrain request at %s/%d/%d refused: %s", record.topic, record.partition, record.offset, exc)
-            self._events.emit("retrain.rejected", "", reason=str(exc), offset=record.offset)
-            return
-        request_id = str(body.get("request_id") or f"{record.topic}-{record.partition}-{record.offset}")
-        reason = str(body.get("reason") or "requested")
-        total, needed = self.rows(model), self.specs[model].retrain.min_rows
-        key = f"{model}-request-{request_id}"
-        if total < needed:
-            if self.state.get(key) is None:
-                self.state.record(key, model, "skipped", reason=reason)
-                self._events.emit("retrain.skipped", model, key=key, reason=f"{total} rows landed, {needed} needed")
-            return
-        self._launch(model, key, reason=reason, request_id=request_id)
-
-    def _launch(self, model: str, key: str, reason: str, **details: Any) -> None:
-        if self.state.get(key) is not None:
-            return  # this trigger happened before (a replayed batch or request)
-        rows = self.rows(model)
-        self.state.record(key, model, "pending", rows=rows, reason=reason, landed_rows=rows, **details)
-        self._events.emit("retrain.triggered", model, key=key, reason=reason, landed_rows=rows, **details)
-        self._launches.submit(self._run_launcher, model, key)
-
-    def _resume_pending(self) -> None:
-        for key, entry in self.state.pending():
-            log.info("%s: resuming the launch of %s", entry["model"], key)
-            self._launches.submit(self._run_launcher, entry["model"], key)
-
-    def _run_launcher(self, model: str, key: str) -> None:
-        entry = self.state.get(key)
-        if entry is None or entry["status"] != "pending":
-            return
-        try:
-            run_id = self.launcher(model, key=key)
-        except Exception as exc:
-            log.exception("%s: training launch %s failed", model, key)
-            self.state.record(key, model, "failed", error=f"{type(exc).__name__}: {exc}")
-            self._events.emit("training.failed", model, key=key, error=f"{type(exc).__name__}: {exc}")
-            return
-        self.state.record(key, model, "launched", run_id=run_id)
-        self._events.emit("training.launched", model, key=key, run_id=run_id)
-        log.info("%s: training launched for %s: run %s", model, key, run_id)
+        return self.index.rows(model)
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -299,9 +270,14 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--no-retrain", action="store_true", help="only land events (backfills): never launch")
     parser.add_argument("--exit-when-idle", type=float, metavar="S", help="stop after S seconds without records")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--kafka-log-level",
+        default="ERROR",
+        choices=["INFO", "WARNING", "ERROR"],
+        help="the Kafka client's own log (never DEBUG: it prints raw records)",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    configure_logging(args.log_level, args.kafka_log_level)
     trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trigger.stop())

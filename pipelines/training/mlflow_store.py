@@ -14,12 +14,11 @@ CHALLENGER = "challenger"
 def configure() -> str:
     """Point MLflow at the platform's store; returns the tracking URI.
 
-    Loading a model (even skops) needs ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` in MLflow 3.17;
-    the steps only load models this platform wrote to its own registry.
+    MLflow's own loaders are not used to load models (their pickle switch would be process-wide):
+    every step loads through :func:`predictors.loading.load_model` (skops with an allow-list).
     """
     import mlflow
 
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     uri = get_settings().tracking_uri
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(uri.removeprefix("sqlite:///")) or ".", exist_ok=True)

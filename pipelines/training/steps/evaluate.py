@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 from feature_specs.spec import FeatureSpec
 from pipelines.training import mlflow_store
 from pipelines.training.steps.train import labels, model_input, scores
+from predictors.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,12 @@ def html_page(title: str, images: dict[str, bytes], lines: list[str]) -> str:
 
 
 def champion_metrics(spec: FeatureSpec, x: pd.DataFrame, y: np.ndarray) -> tuple[str, dict[str, float]] | None:
-    """The current ``@champion`` scored on the same holdout: (version, metrics), or None."""
-    import mlflow.sklearn
-
+    """The current ``@champion`` scored on the same holdout: (version, metrics), or None.
+    Loaded like serving loads it (skops, our allow-list): an unsafe champion stops the step."""
     version = mlflow_store.version_by_alias(spec.name, mlflow_store.CHAMPION)
     if version is None:
         return None
-    champion = mlflow.sklearn.load_model(f"models:/{spec.name}/{version.version}")
+    champion = load_model(f"models:/{spec.name}/{version.version}").pipeline
     return str(version.version), compute_metrics(spec, y, scores(spec, champion, x))
 
 
@@ -162,10 +162,9 @@ def evaluate(
     """Score the candidate (and the champion) on the holdout; log metrics, plots (PNG files in
     ``plots_dir``) and the gate outcome to the MLflow run."""
     import mlflow
-    import mlflow.sklearn
 
     mlflow_store.configure()
-    model = mlflow.sklearn.load_model(model_uri)
+    model = load_model(model_uri).pipeline
     x, y = model_input(spec, holdout), labels(spec, holdout)
     score = scores(spec, model, x)
     metrics = compute_metrics(spec, y, score)

@@ -1,0 +1,105 @@
+"""When the trigger launches training, once per trigger key across all its replicas.
+
+A model is retrained when its rows landed since its last run reach ``retrain.min_new_rows`` (and
+it has ``retrain.min_rows`` in all), or when a request arrives on ``mlops.retrain-requests``
+(:mod:`pipelines.streaming.requests`). Each launch has a key (``<model>-rows-<baseline>`` or
+``<model>-request-<request_id>``) *claimed* in the shared state before the launch, so one replica
+launches it. Launches run in a background thread and are reported on ``mlops.model-events``; a key
+left ``pending`` (its replica died) is resumed when a replica starts or partitions move, and the
+launcher's lock tells a launch still running elsewhere from an interrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kafka.consumer.fetcher import ConsumerRecord
+
+from feature_specs import FeatureSpec
+from pipelines.streaming.events import EventPublisher
+from pipelines.streaming.landing_index import LandingIndex
+from pipelines.streaming.launch import LaunchInProgress
+from pipelines.streaming.requests import BadRequest, parse_request
+from pipelines.streaming.retrain_state import RetrainState
+
+log = logging.getLogger("pipelines.streaming.trigger")
+
+Launcher = Callable[..., str]
+
+
+class Retrainer:
+    def __init__(
+        self,
+        specs: Mapping[str, FeatureSpec],
+        index: LandingIndex,
+        state: RetrainState,
+        events: EventPublisher,
+        launcher: Launcher,
+    ) -> None:
+        self.specs, self.index, self.state, self.events, self.launcher = specs, index, state, events, launcher
+        self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
+
+    def close(self) -> None:
+        self._launches.shutdown(wait=True, cancel_futures=True)
+
+    def check_new_rows(self, model: str) -> None:
+        if self.state.pending(model):
+            return  # one launch at a time per model: rows landed meanwhile count towards the next
+        retrain = self.specs[model].retrain
+        baseline = self.state.rows_at_last_run(model)
+        total = self.index.rows(model)
+        if total - baseline >= retrain.min_new_rows and total >= retrain.min_rows:
+            self._launch(model, f"{model}-rows-{baseline}", reason="new_rows", new_rows=total - baseline)
+
+    def request(self, record: ConsumerRecord) -> None:
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        try:
+            request = parse_request(record.value, self.specs)
+        except BadRequest as exc:
+            log.warning("retrain request at %s refused: %s", where, exc)
+            self.events.emit("retrain.rejected", "", reason=str(exc), offset=record.offset)
+            return
+        model, request_id = request.model, request.request_id or where.replace("/", "-")
+        total, needed = self.index.rows(model), self.specs[model].retrain.min_rows
+        key = f"{model}-request-{request_id}"
+        if total < needed:
+            if self.state.claim(key, model, "skipped", reason=request.reason):
+                self.events.emit("retrain.skipped", model, key=key, reason=f"{total} rows landed, {needed} needed")
+            return
+        self._launch(model, key, reason=request.reason, request_id=request_id)
+
+    def resume_pending(self) -> None:
+        for key, entry in self.state.pending():
+            log.info("%s: resuming the launch of %s", entry["model"], key)
+            self._launches.submit(self._run, entry["model"], key)
+
+    def _launch(self, model: str, key: str, reason: str, **details: Any) -> None:
+        rows = self.index.rows(model)
+        if not self.state.claim(key, model, "pending", rows=rows, reason=reason, landed_rows=rows, **details):
+            return  # claimed before: a replayed batch or request, or another replica
+        self.events.emit("retrain.triggered", model, key=key, reason=reason, landed_rows=rows, **details)
+        self._launches.submit(self._run, model, key)
+
+    def _run(self, model: str, key: str) -> None:
+        entry = self.state.get(key)
+        if entry is None or entry["status"] != "pending":
+            return
+        try:
+            run_id = self.launcher(model, key=key)
+            if not run_id:
+                raise RuntimeError("the launcher returned no run id")
+        except LaunchInProgress:
+            log.info("%s: launch %s is running in another replica", model, key)
+            return
+        except Exception as exc:
+            log.exception("%s: training launch %s failed", model, key)
+            error = f"{type(exc).__name__}: {exc}"
+            if self.state.settle(key, "failed", error=error):
+                self.events.emit("training.failed", model, key=key, error=error)
+            return
+        if self.state.settle(key, "launched", run_id=run_id):
+            self.events.emit("training.launched", model, key=key, run_id=run_id)
+            log.info("%s: training launched for %s: run %s", model, key, run_id)

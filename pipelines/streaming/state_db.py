@@ -1,0 +1,37 @@
+"""SQLite, set up for several trigger replicas sharing one state folder.
+
+WAL lets readers run beside the one writer; ``BEGIN IMMEDIATE`` takes the write lock up front, so
+a read-then-write transaction (claim a key, land a batch of ids) is atomic across processes;
+``synchronous=FULL`` makes a commit survive a power cut. WAL needs the replicas on one host (or a
+volume with working POSIX locks and shared memory): across hosts use an object-store backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CACHE_KIB = 16 * 1024  # page cache per connection: bounds memory however large the file grows
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    return db
+
+
+@contextmanager
+def write(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One atomic read-modify-write transaction (holds the database's write lock)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
