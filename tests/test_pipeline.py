@@ -31,19 +31,20 @@ def test_compile_writes_a_pipeline_per_model_and_a_generic_one(compiled: dict[st
     for model in SPEC_NAMES:
         params = compiled[model]["root"]["inputDefinitions"]["parameters"]
         assert params["model"]["defaultValue"] == model
-        assert params["hyperparameters"]["defaultValue"] == load_spec(model).estimator.params
+        assert params["hyperparameters"]["defaultValue"] == {}  # the spec's parameters, tuned where it has a space
         assert compiled[model]["pipelineInfo"]["name"] == f"{model.replace('_', '-')}-training"
 
 
 def test_dag_tasks_edges_and_gate_condition(compiled: dict[str, dict[str, Any]]) -> None:
     ir = compiled["training"]
     tasks = ir["root"]["dag"]["tasks"]
-    assert set(tasks) == {"extract", "validate", "train", "evaluate", "condition-1"}
+    assert set(tasks) == {"extract", "validate", "tune", "train", "evaluate", "condition-1"}
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps["extract"] == set()
     assert deps["validate"] == {"extract"}
-    assert deps["train"] == {"extract", "validate"}  # train never starts before validate succeeded
-    assert deps["evaluate"] == {"train"}
+    assert deps["tune"] == {"extract", "validate"}  # nothing trains before validate succeeded
+    assert deps["train"] == {"extract", "tune"}
+    assert deps["evaluate"] == {"extract", "train"}
     condition = tasks["condition-1"]
     assert condition["taskInfo"]["name"] == "gate-passed"
     assert (
@@ -51,13 +52,13 @@ def test_dag_tasks_edges_and_gate_condition(compiled: dict[str, dict[str, Any]])
     )
     inner = ir["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(inner) == {"deploy"}
-    for name in ("extract", "validate", "train", "evaluate"):
+    for name in ("extract", "validate", "tune", "train", "evaluate"):
         assert tasks[name]["cachingOptions"] == {}  # caching off: new data lands under the same inputs
 
 
 def test_components_run_the_pinned_platform_image(compiled: dict[str, dict[str, Any]]) -> None:
     executors = compiled["training"]["deploymentSpec"]["executors"]
-    assert len(executors) == 5
+    assert len(executors) == 6
     image = get_settings().image
     assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
     for executor in executors.values():

@@ -42,12 +42,23 @@ class RunSummary:
     alias: str | None = None
 
     def lines(self) -> list[str]:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items()) if not k.startswith("champion_"))
+        from pipelines.training.steps.quality import GAP_NOTE, SCORERS, summary_lines
+
+        others = (*(f"{s}_" for s in SCORERS), "champion_", "gap_", "tune_", "calibration_")
+        shown = ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(self.metrics.items()) if not k.startswith(others) and "_ci_" not in k
+        )
         outcome = f"registered version {self.version} as @{self.alias}" if self.version else "not deployed"
+        tuning = ""
+        if "tune_seconds" in self.metrics:
+            tuning = f"  tuning: {self.metrics['tune_trials']:.0f} trials in {self.metrics['tune_seconds']:.1f} s"
         return [
             f"{self.model}: pipeline run {self.pipeline_run_id} in {self.seconds:.1f} s",
             f"  MLflow run {self.mlflow_run_id}",
             f"  metrics: {shown}",
+            *([tuning] if tuning else []),
+            f"  quality on the same holdout rows ({GAP_NOTE}):",
+            *summary_lines(load_spec(self.model).gate.primary_metric, self.metrics),
             f"  gate {'PASSED' if self.gate_passed else 'FAILED'}: {self.gate_reasons}",
             f"  {outcome}",
         ]
@@ -57,7 +68,7 @@ class TaskLogFilter(io.TextIOBase):
     """Drops kfp's executor boilerplate (the executor input JSON, file paths) from streamed task logs."""
 
     _NOISE = ("[KFP Executor", "Wrote executor output file", "ephemeral docs site")
-    _BRIEF = re.compile(r"Task .* finished with status|^\s{4}(extract|validate|train|evaluate|deploy):")
+    _BRIEF = re.compile(r"Task .* finished with status|^\s{4}(extract|validate|tune|train|evaluate|deploy):")
     _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
     def __init__(self, target: Any, *, brief: bool = False) -> None:
