@@ -60,6 +60,8 @@ def tune(
     seed: int,
     shuffle_labels: bool,
     pipeline_run_id: str,
+    trials: int,
+    timeout_s: float,
     search: Output[Metrics],
 ) -> NamedTuple("TuneOutputs", [("mlflow_run_id", str), ("params", dict)]):
     """Open the run's MLflow run; search the spec's space with cross-validation on the training
@@ -85,6 +87,8 @@ def tune(
         seed=seed,
         run_name=pipeline_run_id,
         tags=tags,
+        trials=trials,
+        timeout_s=timeout_s,
     )
     search.log_metric("trials", out.trials)
     search.log_metric("seconds", round(out.seconds, 2))
@@ -173,7 +177,7 @@ def evaluate(
         seed=seed,
         data_dir=get_settings().data_dir,
     )
-    for name, value in out.metrics.items():
+    for name, value in out.figures.items():
         metrics.log_metric(name, value)
     metrics.log_metric("gate_passed", float(out.gate.passed))
     Path(reasons).write_text("; ".join(out.gate.reasons))

@@ -17,11 +17,14 @@ def training_pipeline(
     seed: int = 0,
     canary_percent: int = -1,
     shuffle_labels: bool = False,
+    tune_trials: int = -1,
+    tune_timeout_s: float = -1.0,
 ) -> str:
     """``hyperparameters`` override the spec's estimator defaults and the tuned values; ``since``/``until`` bound the
     data window (ISO-8601, empty = all); ``canary_percent`` < 0 takes the spec's rollout share;
-    ``shuffle_labels`` is a diagnostic that must yield a model the gate rejects. Returns the
-    MLflow run id."""
+    ``shuffle_labels`` is a diagnostic that must yield a model the gate rejects; ``tune_trials`` /
+    ``tune_timeout_s`` override the spec's search budget (negative: the spec's; 0 trials: no
+    search). Returns the MLflow run id."""
     snapshot = components.extract(model=model, since=since, until=until)
     checked = components.validate(model=model, snapshot=snapshot.outputs["snapshot"])
     searched = components.tune(
@@ -32,6 +35,8 @@ def training_pipeline(
         seed=seed,
         shuffle_labels=shuffle_labels,
         pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        trials=tune_trials,
+        timeout_s=tune_timeout_s,
     ).after(checked)
     fitted = components.train(
         model=model,

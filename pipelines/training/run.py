@@ -175,6 +175,8 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "canary_percent": args.canary_percent,
         "shuffle_labels": args.shuffle_labels,
+        "tune_trials": args.tune_trials,
+        "tune_timeout_s": args.tune_timeout,
     }
 
 
@@ -187,6 +189,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--canary-percent", type=int, default=-1, help="challenger traffic share (default: spec)")
     parser.add_argument("--shuffle-labels", action="store_true", help="diagnostic: the gate must reject the model")
+    parser.add_argument("--tune-trials", type=int, default=-1, help="search trials (default: spec; 0: no search)")
+    parser.add_argument("--tune-timeout", type=float, default=-1.0, help="search time budget in s (default: spec)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show kfp's full executor logs")
 
 

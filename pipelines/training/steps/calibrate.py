@@ -56,13 +56,13 @@ def validation_brier(
     return out
 
 
-def calibrated_model(spec: FeatureSpec, params: dict[str, Any], method: str, seed: int) -> Pipeline:
+def calibrated_model(spec: FeatureSpec, params: dict[str, Any], method: str) -> Pipeline:
     """The shared transform + the estimator, calibrated with ``method`` ("none": as it is)."""
     model = build_model(spec, **params)
     if method == "none":
         return model
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-    calibrated = CalibratedClassifierCV(model.named_steps["model"], method=method, cv=folds, ensemble=False)
+    # an int cv (unshuffled stratified folds) keeps the fitted model free of splitter objects skops must trust
+    calibrated = CalibratedClassifierCV(model.named_steps["model"], method=method, cv=FOLDS, ensemble=False)
     return Pipeline([("transform", model.named_steps["transform"]), ("model", calibrated)])
 
 
@@ -82,7 +82,7 @@ def fit(
     brier = validation_brier(spec, params, x, y, seed)
     result = Calibration("none", brier)
     for method in sorted(brier, key=brier.__getitem__):
-        model = calibrated_model(spec, params, method, seed).fit(x, y)
+        model = calibrated_model(spec, params, method).fit(x, y)
         if method == "none" or onnx_parity(spec, model):
             result.method = method
             break

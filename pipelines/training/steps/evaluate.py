@@ -173,7 +173,8 @@ def champion_metrics(spec: FeatureSpec, x: pd.DataFrame, y: np.ndarray) -> tuple
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, float]  # the candidate's point metrics, then every reported figure (quality.flat)
+    metrics: dict[str, float]  # the candidate's metrics
+    figures: dict[str, float]  # every reported figure with intervals (QualityReport.flat)
     gate: GateResult
     champion_version: str | None
     plots: dict[str, bytes]
@@ -232,13 +233,13 @@ def evaluate(
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
         (plots_dir / name).write_bytes(png)
-    (plots_dir / "quality.txt").write_text("\n".join(report.lines()) + "\n")
     figures = metrics | report.flat()
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_metrics(figures)
         if champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion[1].items()})
         mlflow.log_artifacts(str(plots_dir), "plots")
+        mlflow.log_text("\n".join(report.lines()) + "\n", "quality.txt")
         mlflow.set_tags(
             {
                 "gate_passed": str(result.passed).lower(),
@@ -248,4 +249,4 @@ def evaluate(
         )
     log.info("evaluate: %s", " | ".join(report.lines()))
     log.info("evaluate: gate %s: %s", "PASSED" if result.passed else "FAILED", "; ".join(result.reasons))
-    return Evaluation(figures, result, champion[0] if champion else None, images, report)
+    return Evaluation(metrics, figures, result, champion[0] if champion else None, images, report)

@@ -69,21 +69,28 @@ def cross_validated(
     folds: list[Any],
     trial: Any = None,
     deadline: float = float("inf"),
+    durations: list[float] | None = None,
 ) -> list[float]:
     """The gate's primary metric per fold; reports to ``trial`` after each fold so it can be pruned.
-    Past ``deadline`` (``time.monotonic()``) the trial is pruned and the study stopped."""
+    A fold that would end past ``deadline`` (``time.monotonic()``, judged by the mean of the fold
+    ``durations`` so far, which this appends to) is not started: the trial is pruned and the study
+    stopped, so the search keeps its time budget."""
     import optuna
 
     from pipelines.training.steps.evaluate import compute_metrics
 
     values: list[float] = []
+    durations = [] if durations is None else durations
     for step, (fit_idx, val_idx) in enumerate(folds):
-        if trial is not None and time.monotonic() > deadline:
+        expected = float(np.mean(durations)) if durations else 0.0
+        if trial is not None and time.monotonic() + expected > deadline:
             trial.study.stop()
             raise optuna.TrialPruned("time budget spent")
+        began = time.monotonic()
         model = build_model(spec, **params).fit(x.iloc[fit_idx], y[fit_idx])
         metrics = compute_metrics(spec, y[val_idx], scores(spec, model, x.iloc[val_idx]))
         values.append(metrics[spec.gate.primary_metric])
+        durations.append(time.monotonic() - began)
         if trial is not None:
             trial.report(float(np.mean(values)), step)
             if trial.should_prune():
@@ -99,8 +106,11 @@ def tune(
     seed: int = 0,
     run_name: str = "",
     tags: dict[str, str] | None = None,
+    trials: int = -1,
+    timeout_s: float = -1.0,
 ) -> TuneResult:
-    """Open the pipeline's MLflow run and, if the spec declares a search space, search it."""
+    """Open the pipeline's MLflow run and, if the spec declares a search space, search it.
+    ``trials`` / ``timeout_s`` override the spec's budget when >= 0 / > 0; 0 trials: no search."""
     import mlflow
 
     mlflow_store.configure()
@@ -108,10 +118,13 @@ def tune(
     mlflow.set_experiment(experiment_id=experiment)
     with mlflow.start_run(experiment_id=experiment, run_name=run_name or None, tags=tags or {}) as run:
         search = spec.estimator.search
-        if search is None:
-            mlflow.set_tag("tuning", "none: the spec declares no search space")
-            log.info("tune: %s declares no search space; training with the spec's parameters", spec.name)
+        if search is None or trials == 0:
+            why = "the spec declares no search space" if search is None else "a budget of 0 trials"
+            mlflow.set_tag("tuning", f"none: {why}")
+            log.info("tune: no search (%s); training with the spec's parameters", why)
             return TuneResult(run.info.run_id)
+        budget = {"trials": trials} if trials > 0 else {}
+        search = search.model_copy(update=budget | ({"timeout_s": timeout_s} if timeout_s > 0 else {}))
         return _search(spec, search, frame, holdout_fraction, seed, run.info.run_id)
 
 
@@ -123,6 +136,7 @@ def _search(
 
     started = time.perf_counter()
     deadline = time.monotonic() + search.timeout_s
+    durations: list[float] = []
     train_rows, _ = split(spec, frame, holdout_fraction, seed)  # the holdout stays untouched
     rows = search_rows(spec, train_rows, search, seed)
     x, y = model_input(spec, rows), labels(spec, rows)
@@ -136,7 +150,7 @@ def _search(
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(params)
             try:
-                values = cross_validated(spec, params, x, y, folds, trial, deadline)
+                values = cross_validated(spec, params, x, y, folds, trial, deadline, durations)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "pruned")
                 raise
@@ -152,7 +166,8 @@ def _search(
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, search.trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )
-    defaults = {k: v for k, v in spec.estimator.params.items() if k in search.params and _in_space(v, search.params[k])}
+    current = build_model(spec).named_steps["model"].get_params()  # the spec's values, else scikit-learn's
+    defaults = {k: current[k] for k in search.params if k in current and _in_space(current[k], search.params[k])}
     if defaults:
         study.enqueue_trial(defaults, skip_if_exists=True)
     study.optimize(objective, n_trials=search.trials, timeout=search.timeout_s, gc_after_trial=False)
