@@ -72,7 +72,7 @@ def cross_validated(
     durations: list[float] | None = None,
 ) -> list[float]:
     """The gate's primary metric per fold; reports to ``trial`` after each fold so it can be pruned.
-    A fold that would end past ``deadline`` (``time.monotonic()``, judged by the mean of the fold
+    A fold that would end past ``deadline`` (``time.monotonic()``, judged by the longest fold in
     ``durations`` so far, which this appends to) is not started: the trial is pruned and the study
     stopped, so the search keeps its time budget."""
     import optuna
@@ -82,7 +82,7 @@ def cross_validated(
     values: list[float] = []
     durations = [] if durations is None else durations
     for step, (fit_idx, val_idx) in enumerate(folds):
-        expected = float(np.mean(durations)) if durations else 0.0
+        expected = max(durations, default=0.0)
         if trial is not None and time.monotonic() + expected > deadline:
             trial.study.stop()
             raise optuna.TrialPruned("time budget spent")
