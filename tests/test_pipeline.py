@@ -143,7 +143,7 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
 def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Path) -> None:
     from pipelines.training.run import run_local
 
-    summary = run_local(MODEL, tune_trials=3, tune_timeout_s=60)  # a small search: each trial a child run
+    summary = run_local(MODEL, tune_trials=3, tune_timeout_s=60.0)  # a small search: each trial a child run
     assert summary.gate_passed and (summary.version, summary.alias) == ("2", "challenger"), summary.gate_reasons
     assert "vs champion" in summary.gate_reasons
     client = _client()
