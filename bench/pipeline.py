@@ -17,7 +17,7 @@ import sys
 import tempfile
 from datetime import datetime
 
-STEPS = ("extract", "validate", "train", "evaluate", "deploy")
+STEPS = ("extract", "validate", "tune", "train", "evaluate", "deploy")
 _LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - \w+ - (Executing task|Task) '(\w+)'(?: finished)?")
 
 

@@ -52,6 +52,9 @@ class Feature(_Strict):
     monotone: Literal["increasing", "decreasing"] | None = None
     #: other names accepted in query strings, e.g. ``value`` for ``opportunity_value``.
     aliases: tuple[str, ...] = ()
+    #: this feature is the target's own value this many periods back (e.g. last week's demand):
+    #: evaluate scores a naive last-value forecast from the smallest such lag as a baseline.
+    target_lag: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
@@ -93,11 +96,63 @@ class Target(_Strict):
     max: float | None = None
 
 
+class SearchRange(_Strict):
+    """One hyperparameter's search range: ``[low, high]`` or ``[low, high, log]`` in YAML (integers
+    when both bounds are), or ``{choices: [...]}``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, raw: Any) -> Any:
+        if not isinstance(raw, list | tuple):
+            return raw
+        if len(raw) not in (2, 3) or (len(raw) == 3 and raw[2] != "log"):
+            raise ValueError("expected [low, high] or [low, high, log]")
+        low, high = raw[0], raw[1]
+        return {"low": low, "high": high, "log": len(raw) == 3, "integer": all(isinstance(v, int) for v in (low, high))}
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchRange:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either 'choices' (not empty) or a range")
+            return self
+        if self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a range needs low < high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class Search(_Strict):
+    """Hyperparameter search of the tune step: cross-validation on the training split only."""
+
+    params: dict[str, SearchRange] = Field(min_length=1)
+    #: the search stops after this many trials or ``timeout_s`` seconds, whichever comes first
+    #: (reproducible for a seed when the trial count ends it).
+    trials: int = Field(default=20, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    folds: int = Field(default=3, ge=2)
+    #: the search runs on a stratified sample of at most this many training rows (the final fit
+    #: uses all of them).
+    max_rows: int = Field(default=30_000, ge=100)
+
+
 class Estimator(_Strict):
     """The scikit-learn estimator trained on top of the shared transform, and its defaults."""
 
     kind: Literal["hist_gradient_boosting"] = "hist_gradient_boosting"
     params: dict[str, Any] = Field(default_factory=dict)
+    #: hyperparameter search space (none: train with ``params`` as they are).
+    search: Search | None = None
+    #: classifiers: probability calibrations to try on cross-validated scores of the training
+    #: split; the one with the lowest Brier score is kept (none if calibrating does not lower it).
+    calibration: tuple[Literal["sigmoid", "isotonic"], ...] = ("sigmoid", "isotonic")
 
 
 class Gate(_Strict):

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,6 +250,25 @@ def best_metrics(data: Synthetic) -> dict[str, float]:
     if data.spec.is_classifier:
         return {"roc_auc": float(roc_auc_score(y, data.truth)), "pr_auc": float(average_precision_score(y, data.truth))}
     return {"mae": float(mean_absolute_error(y, data.truth))}
+
+
+def write_truth(truth_dir: Path, model: str, event_ids: Any, truth: np.ndarray) -> Path:
+    """Keep the truth of landed synthetic rows by event id, so evaluate can score the best
+    achievable on exactly the holdout rows the model is scored on."""
+    folder = truth_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.parquet"
+    pd.DataFrame({"event_id": np.asarray(event_ids, dtype=str), "truth": truth}).to_parquet(path, index=False)
+    return path
+
+
+def read_truth(truth_dir: Path, model: str) -> pd.Series | None:
+    """The truth of every landed synthetic row of ``model`` by event id, or None if there is none."""
+    parts = sorted((truth_dir / model).glob("*.parquet"))
+    if not parts:
+        return None
+    frame = pd.concat([pd.read_parquet(p) for p in parts]).drop_duplicates("event_id", keep="last")
+    return frame.set_index("event_id")["truth"]
 
 
 _PII_FAKES: dict[str, Callable[[np.random.Generator, int], str]] = {

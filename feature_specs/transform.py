@@ -64,4 +64,7 @@ def build_model(spec: FeatureSpec, **params: Any) -> Pipeline:
 SKOPS_TRUSTED_TYPES = [
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    # probability calibration inside the served pipeline (CalibratedClassifierCV)
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 ]

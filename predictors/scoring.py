@@ -64,9 +64,17 @@ class FittedTransform:
 def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
     from predictors.tree_onnx import hist_gradient_boosting_to_onnx
 
+    sigmoid = None
+    if type(estimator).__name__ == "CalibratedClassifierCV":  # one sigmoid calibrator (ensemble=False)
+        calibrated = estimator.calibrated_classifiers_
+        calibrators = calibrated[0].calibrators if len(calibrated) == 1 else []
+        if len(calibrators) != 1 or not hasattr(calibrators[0], "a_"):
+            raise ValueError("only a single sigmoid calibration (ensemble=False) converts to ONNX")
+        sigmoid = (float(calibrators[0].a_), float(calibrators[0].b_))
+        estimator = calibrated[0].estimator
     if not hasattr(estimator, "_predictors"):
         raise ValueError(f"{type(estimator).__name__} has no double-precision ONNX converter here")
-    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier)
+    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid)
 
 
 class Scorer:

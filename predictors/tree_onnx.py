@@ -102,8 +102,14 @@ class _Trees:
         )
 
 
-def hist_gradient_boosting_to_onnx(estimator: Any, width: int, *, classifier: bool) -> onnx.ModelProto:
-    """A fitted binary classifier or regressor on ``width`` double inputs -> an ONNX model."""
+def hist_gradient_boosting_to_onnx(
+    estimator: Any, width: int, *, classifier: bool, sigmoid: tuple[float, float] | None = None
+) -> onnx.ModelProto:
+    """A fitted binary classifier or regressor on ``width`` double inputs -> an ONNX model.
+
+    ``sigmoid=(a, b)``: the classifier is calibrated (``CalibratedClassifierCV(method="sigmoid")``):
+    P(positive) = 1 / (1 + exp(a * raw + b)) on the raw decision value, as scikit-learn computes it.
+    """
     trees = _Trees()
     for iteration in estimator._predictors:
         if len(iteration) != 1:
@@ -120,8 +126,17 @@ def hist_gradient_boosting_to_onnx(estimator: Any, width: int, *, classifier: bo
         if link != "LogitLink":
             raise ValueError(f"classifier link {link} is not converted")
         constants.append(numpy_helper.from_array(np.ones((1, 1)), "one"))
+        logit = "raw"
+        if sigmoid is not None:  # expit(-(a * raw + b))
+            constants.append(numpy_helper.from_array(np.full((1, 1), -sigmoid[0]), "minus_a"))
+            constants.append(numpy_helper.from_array(np.full((1, 1), -sigmoid[1]), "minus_b"))
+            nodes += [
+                helper.make_node("Mul", ["raw", "minus_a"], ["scaled"]),
+                helper.make_node("Add", ["scaled", "minus_b"], ["calibrated"]),
+            ]
+            logit = "calibrated"
         nodes += [
-            helper.make_node("Sigmoid", ["raw"], ["positive"]),
+            helper.make_node("Sigmoid", [logit], ["positive"]),
             helper.make_node("Sub", ["one", "positive"], ["negative"]),
             helper.make_node("Concat", ["negative", "positive"], ["probabilities"], axis=1),
         ]

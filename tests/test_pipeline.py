@@ -31,19 +31,20 @@ def test_compile_writes_a_pipeline_per_model_and_a_generic_one(compiled: dict[st
     for model in spec_names():
         params = compiled[model]["root"]["inputDefinitions"]["parameters"]
         assert params["model"]["defaultValue"] == model
-        assert params["hyperparameters"]["defaultValue"] == load_spec(model).estimator.params
+        assert params["hyperparameters"]["defaultValue"] == {}  # the spec's parameters, tuned where it has a space
         assert compiled[model]["pipelineInfo"]["name"] == f"{model.replace('_', '-')}-training"
 
 
 def test_dag_tasks_edges_and_gate_condition(compiled: dict[str, dict[str, Any]]) -> None:
     ir = compiled["training"]
     tasks = ir["root"]["dag"]["tasks"]
-    assert set(tasks) == {"extract", "validate", "train", "evaluate", "condition-1"}
+    assert set(tasks) == {"extract", "validate", "tune", "train", "evaluate", "condition-1"}
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps["extract"] == set()
     assert deps["validate"] == {"extract"}
-    assert deps["train"] == {"extract", "validate"}  # train never starts before validate succeeded
-    assert deps["evaluate"] == {"train"}
+    assert deps["tune"] == {"extract", "validate"}  # nothing trains before validate succeeded
+    assert deps["train"] == {"extract", "tune"}
+    assert deps["evaluate"] == {"extract", "train"}
     condition = tasks["condition-1"]
     assert condition["taskInfo"]["name"] == "gate-passed"
     assert (
@@ -51,13 +52,13 @@ def test_dag_tasks_edges_and_gate_condition(compiled: dict[str, dict[str, Any]])
     )
     inner = ir["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(inner) == {"deploy"}
-    for name in ("extract", "validate", "train", "evaluate"):
+    for name in ("extract", "validate", "tune", "train", "evaluate"):
         assert tasks[name]["cachingOptions"] == {}  # caching off: new data lands under the same inputs
 
 
 def test_components_run_the_pinned_platform_image(compiled: dict[str, dict[str, Any]]) -> None:
     executors = compiled["training"]["deploymentSpec"]["executors"]
-    assert len(executors) == 5
+    assert len(executors) == 6
     image = get_settings().image
     assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
     for executor in executors.values():
@@ -96,8 +97,9 @@ def _client() -> Any:
 def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path) -> None:
     from pipelines.training.run import run_local
 
-    summary = run_local(MODEL, hyperparameters={"max_iter": 5})  # deliberately weak: passes the floors
+    summary = run_local(MODEL, hyperparameters={"max_iter": 60}, tune_trials=0)  # the spec's parameters, no search
     assert summary.gate_passed, summary.gate_reasons
+    assert "vs untuned default estimator" in summary.gate_reasons
     assert (summary.version, summary.alias) == ("1", "champion")
     client = _client()
     version = client.get_model_version_by_alias(MODEL, "champion")
@@ -122,8 +124,11 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
     reference = json.loads((local / "reference.json").read_text())
     assert reference["rows"] == 3200 and set(reference["features"]) == set(load_spec(MODEL).feature_names)
     run = client.get_run(summary.mlflow_run_id)
-    assert run.data.params["max_iter"] == "5"
-    assert run.data.tags["gate_passed"] == "true"
+    assert run.data.params["max_iter"] == "60"
+    assert run.data.tags["gate_passed"] == "true" and run.data.tags["tuning"].startswith("none")
+    metrics = run.data.metrics  # ours, the baseline and the best achievable on the same rows, with intervals
+    for name in ("roc_auc", "baseline_roc_auc", "best_roc_auc", "gap_to_best_pct", "gap_to_baseline_pct"):
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
     plots = {Path(a.path).name for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
     assert plots == {"roc.png", "calibration.png", "feature_importance.png"}
     experiment = client.get_experiment(run.info.experiment_id)
@@ -138,14 +143,16 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
 def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Path) -> None:
     from pipelines.training.run import run_local
 
-    summary = run_local(MODEL, hyperparameters={"learning_rate": 0.03})  # 100 slower steps beat 5
-    assert summary.gate_passed and (summary.version, summary.alias) == ("2", "challenger")
+    summary = run_local(MODEL, tune_trials=3, tune_timeout_s=60.0)  # a small search: each trial a child run
+    assert summary.gate_passed and (summary.version, summary.alias) == ("2", "challenger"), summary.gate_reasons
     assert "vs champion" in summary.gate_reasons
     client = _client()
     assert client.get_model_version_by_alias(MODEL, "champion").version == 1
     assert client.get_model_version_by_alias(MODEL, "challenger").version == 2
     run = client.get_run(summary.mlflow_run_id)
-    assert run.data.metrics["roc_auc"] >= run.data.metrics["champion_roc_auc"]
+    assert run.data.metrics["champion_roc_auc"] > 0 and run.data.metrics["tune_trials"] == 3
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 3 and all("learning_rate" in child.data.params for child in children)
     isvc = yaml.safe_load((platform / "kfp" / summary.pipeline_run_id / "deploy" / "inference_service").read_text())
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == load_spec(MODEL).rollout.canary_percent
 
@@ -155,9 +162,9 @@ def test_shuffled_labels_are_rejected_by_the_gate_and_get_no_alias(platform: Pat
     from pipelines.training.run import run_local
 
     before = {v.version for v in _client().search_model_versions(f"name='{MODEL}'")}
-    summary = run_local(MODEL, shuffle_labels=True)
+    summary = run_local(MODEL, shuffle_labels=True, tune_trials=0)
     assert not summary.gate_passed
-    assert "< floor 0.72" in summary.gate_reasons
+    assert "< floor 0.72" in summary.gate_reasons and "loses beyond tolerance" in summary.gate_reasons
     assert summary.version is None and summary.alias is None
     assert not (platform / "kfp" / summary.pipeline_run_id / "deploy").exists()  # deploy never ran
     client = _client()

@@ -1,5 +1,6 @@
-"""Compile the training pipeline to KFP IR YAML: one file per model (its name and the spec's
-hyperparameters as defaults) plus the generic ``training.yaml``; upload any of them in the KFP UI.
+"""Compile the training pipeline to KFP IR YAML: one file per model (its name as the default; the
+spec supplies the estimator parameters and the search space, and ``hyperparameters`` set in the
+UI override both) plus the generic ``training.yaml``; upload any of them in the KFP UI.
 
     python -m pipelines.training.compile [--out build/pipelines]
 """
@@ -32,7 +33,8 @@ def compile_all(out: Path) -> list[Path]:
         written.append(generic)
         for model in spec_names():
             path = out / f"{model}.yaml"
-            defaults = {"model": model, "hyperparameters": dict(load_spec(model).estimator.params)}
+            load_spec(model)  # every spec must load before its pipeline is written
+            defaults = {"model": model}
             compiler.Compiler().compile(
                 training_pipeline, str(path), pipeline_name=pipeline_name(model), pipeline_parameters=defaults
             )

@@ -52,18 +52,67 @@ def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], dat
 
 
 @component
+def tune(
+    model: str,
+    snapshot: Input[Dataset],
+    data_hash: str,
+    holdout_fraction: float,
+    seed: int,
+    shuffle_labels: bool,
+    pipeline_run_id: str,
+    trials: int,
+    timeout_s: float,
+    search: Output[Metrics],
+) -> NamedTuple("TuneOutputs", [("mlflow_run_id", str), ("params", dict)]):
+    """Open the run's MLflow run; search the spec's space with cross-validation on the training
+    split (each trial a child run). Without a search space: no trials, empty params."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from feature_specs import load_spec
+    from pipelines.training.steps import log_to_stdout, tune
+
+    log_to_stdout()
+    tags = {
+        "spec_name": model,
+        "data_hash": data_hash,
+        "pipeline_run_id": pipeline_run_id,
+        "shuffle_labels": str(shuffle_labels).lower(),
+    }
+    out = tune.tune(
+        load_spec(model),
+        pd.read_parquet(Path(snapshot.path)),
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        run_name=pipeline_run_id,
+        tags=tags,
+        trials=trials,
+        timeout_s=timeout_s,
+    )
+    search.log_metric("trials", out.trials)
+    search.log_metric("seconds", round(out.seconds, 2))
+    for name, value in (("best_cv", out.best_cv), ("spec_defaults_cv", out.default_cv)):
+        if value is not None:
+            search.log_metric(name, value)
+    return out.mlflow_run_id, out.params
+
+
+@component
 def train(
     model: str,
     snapshot: Input[Dataset],
     data_hash: str,
     hyperparameters: dict,
+    tuned: dict,
+    mlflow_run_id: str,
     holdout_fraction: float,
     seed: int,
     shuffle_labels: bool,
     pipeline_run_id: str,
     holdout: Output[Dataset],
 ) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str), ("model_uri", str)]):
-    """Fit the spec's model and log it (with its reference statistics) to MLflow."""
+    """Fit the spec's model (tuned, calibrated) and log it with its reference statistics to MLflow."""
     from pathlib import Path
 
     import pandas as pd
@@ -77,11 +126,13 @@ def train(
         pd.read_parquet(snapshot.path),
         Path(holdout.path),
         hyperparameters=hyperparameters,
+        tuned=tuned,
         holdout_fraction=holdout_fraction,
         seed=seed,
         shuffle_labels=shuffle_labels,
         data_hash=data_hash,
         pipeline_run_id=pipeline_run_id,
+        mlflow_run_id=mlflow_run_id,
     )
     holdout.metadata.update({"rows": out.holdout_rows})
     return out.mlflow_run_id, out.model_uri
@@ -90,7 +141,9 @@ def train(
 @component
 def evaluate(
     model: str,
-    holdout: Input[Dataset],
+    snapshot: Input[Dataset],
+    holdout_fraction: float,
+    seed: int,
     mlflow_run_id: str,
     model_uri: str,
     metrics: Output[Metrics],
@@ -98,7 +151,8 @@ def evaluate(
     reasons: OutputPath(str),
     metrics_json: OutputPath(str),
 ) -> bool:
-    """Holdout metrics and plots, and the promotion gate (spec floors + no worse than @champion).
+    """Holdout metrics with bootstrap intervals next to the baselines and the best achievable on the
+    same rows, plots, and the gate (spec floors, no worse than the baselines and @champion).
 
     Returns whether the gate passed: a single output, because kfp.local resolves a ``dsl.If`` on
     ``task.output`` but not on a named output of a NamedTuple.
@@ -109,11 +163,21 @@ def evaluate(
     import pandas as pd
 
     from feature_specs import load_spec
+    from pipelines.settings import get_settings
     from pipelines.training.steps import evaluate, log_to_stdout
 
     log_to_stdout()
-    out = evaluate.evaluate(load_spec(model), pd.read_parquet(holdout.path), mlflow_run_id, model_uri, Path(plots.path))
-    for name, value in out.metrics.items():
+    out = evaluate.evaluate(
+        load_spec(model),
+        pd.read_parquet(snapshot.path),
+        mlflow_run_id,
+        model_uri,
+        Path(plots.path),
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        data_dir=get_settings().data_dir,
+    )
+    for name, value in out.figures.items():
         metrics.log_metric(name, value)
     metrics.log_metric("gate_passed", float(out.gate.passed))
     Path(reasons).write_text("; ".join(out.gate.reasons))

@@ -43,12 +43,23 @@ class RunSummary:
     alias: str | None = None
 
     def lines(self) -> list[str]:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items()) if not k.startswith("champion_"))
+        from pipelines.training.steps.quality import GAP_NOTE, SCORERS, summary_lines
+
+        others = (*(f"{s}_" for s in SCORERS), "champion_", "gap_", "tune_", "calibration_")
+        shown = ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(self.metrics.items()) if not k.startswith(others) and "_ci_" not in k
+        )
         outcome = f"registered version {self.version} as @{self.alias}" if self.version else "not deployed"
+        tuning = ""
+        if "tune_seconds" in self.metrics:
+            tuning = f"  tuning: {self.metrics['tune_trials']:.0f} trials in {self.metrics['tune_seconds']:.1f} s"
         return [
             f"{self.model}: pipeline run {self.pipeline_run_id} in {self.seconds:.1f} s",
             f"  MLflow run {self.mlflow_run_id}",
             f"  metrics: {shown}",
+            *([tuning] if tuning else []),
+            f"  quality on the same holdout rows ({GAP_NOTE}):",
+            *summary_lines(load_spec(self.model).gate.primary_metric, self.metrics),
             f"  gate {'PASSED' if self.gate_passed else 'FAILED'}: {self.gate_reasons}",
             f"  {outcome}",
         ]
@@ -58,7 +69,7 @@ class TaskLogFilter(io.TextIOBase):
     """Drops kfp's executor boilerplate (the executor input JSON, file paths) from streamed task logs."""
 
     _NOISE = ("[KFP Executor", "Wrote executor output file", "ephemeral docs site")
-    _BRIEF = re.compile(r"Task .* finished with status|^\s{4}(extract|validate|train|evaluate|deploy):")
+    _BRIEF = re.compile(r"Task .* finished with status|^\s{4}(extract|validate|tune|train|evaluate|deploy):")
     _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
     def __init__(self, target: Any, *, brief: bool = False) -> None:
@@ -165,6 +176,8 @@ def pipeline_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "canary_percent": args.canary_percent,
         "shuffle_labels": args.shuffle_labels,
+        "tune_trials": args.tune_trials,
+        "tune_timeout_s": args.tune_timeout,
     }
 
 
@@ -177,6 +190,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--canary-percent", type=int, default=-1, help="challenger traffic share (default: spec)")
     parser.add_argument("--shuffle-labels", action="store_true", help="diagnostic: the gate must reject the model")
+    parser.add_argument("--tune-trials", type=int, default=-1, help="search trials (default: spec; 0: no search)")
+    parser.add_argument("--tune-timeout", type=float, default=-1.0, help="search time budget in s (default: spec)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show kfp's full executor logs")
 
 

@@ -1,8 +1,9 @@
-"""evaluate: holdout metrics, diagnostic plots and the promotion gate.
+"""evaluate: holdout metrics with bootstrap intervals, baselines, diagnostic plots and the gate.
 
-The gate passes when every absolute floor/ceiling of the spec holds AND the candidate's primary
-metric is no worse than the current ``@champion``'s on the same holdout by more than the spec's
-``tolerance`` (relative to the champion's value).
+The candidate, its baselines (:mod:`.baselines`) and, where known, the best achievable are scored
+on the same holdout rows (:mod:`.quality`). The gate passes when every absolute floor/ceiling of
+the spec holds AND the candidate's primary metric is no worse than each baseline's and the current
+``@champion``'s on that holdout by more than the spec's ``tolerance`` (relative to theirs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sklearn import metrics as skm
 
 from feature_specs.spec import FeatureSpec
 from pipelines.training import mlflow_store
-from pipelines.training.steps.train import labels, model_input, scores
+from pipelines.training.steps import baselines, quality
+from pipelines.training.steps.train import labels, model_input, scores, split
 from predictors.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,23 @@ def compute_metrics(spec: FeatureSpec, y: np.ndarray, score: np.ndarray) -> dict
     }
 
 
-def gate(spec: FeatureSpec, candidate: dict[str, float], champion: dict[str, float] | None) -> GateResult:
-    """Every check of the spec's gate, in words; ``passed`` only if all hold."""
+#: how the gate's reasons name each baseline
+BASELINE_NAMES = {"baseline": "untuned default estimator", "naive": "naive last-value forecast"}
+
+
+def _no_worse(spec: FeatureSpec, new: float, old: float) -> bool:
+    slack = spec.gate.tolerance * abs(old)
+    return new >= old - slack if spec.gate.greater_is_better else new <= old + slack
+
+
+def gate(
+    spec: FeatureSpec,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    references: dict[str, float] | None = None,
+) -> GateResult:
+    """Every check of the spec's gate, in words; ``passed`` only if all hold. ``references`` are the
+    baselines' primary metric on the same holdout, by scorer (``baseline``, ``naive``)."""
     g = spec.gate
     reasons, passed = [], True
     for name, floor in g.floors.items():
@@ -62,13 +79,19 @@ def gate(spec: FeatureSpec, candidate: dict[str, float], champion: dict[str, flo
         ok = candidate[name] <= ceiling
         passed &= ok
         reasons.append(f"{name} {candidate[name]:.4f} {'<=' if ok else '>'} ceiling {ceiling:g}")
+    for scorer, value in (references or {}).items():
+        ok = _no_worse(spec, candidate[g.primary_metric], value)
+        passed &= ok
+        reasons.append(
+            f"{g.primary_metric} {candidate[g.primary_metric]:.4f} vs {BASELINE_NAMES.get(scorer, scorer)} "
+            f"{value:.4f}: {'within' if ok else 'loses beyond'} tolerance {g.tolerance:.0%}"
+        )
     if champion is None:
         reasons.append("no champion to compare with")
     else:
         name = g.primary_metric
         new, old = candidate[name], champion[name]
-        slack = g.tolerance * abs(old)
-        ok = new >= old - slack if g.greater_is_better else new <= old + slack
+        ok = _no_worse(spec, new, old)
         passed &= ok
         reasons.append(
             f"{name} {new:.4f} vs champion {old:.4f}: {'within' if ok else 'worse than'} tolerance {g.tolerance:.0%}"
@@ -150,37 +173,72 @@ def champion_metrics(spec: FeatureSpec, x: pd.DataFrame, y: np.ndarray) -> tuple
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the candidate's metrics
+    figures: dict[str, float]  # every reported figure with intervals (QualityReport.flat)
     gate: GateResult
     champion_version: str | None
     plots: dict[str, bytes]
+    report: quality.QualityReport
+
+
+def holdout_scores(
+    spec: FeatureSpec, model: Any, train_rows: pd.DataFrame, holdout: pd.DataFrame, data_dir: Path | None
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """The holdout's model input and labels, and every scorer's scores on exactly those rows."""
+    x, y = model_input(spec, holdout), labels(spec, holdout)
+    out = {"model": scores(spec, model, x)}
+    default = baselines.default_model(spec).fit(model_input(spec, train_rows), labels(spec, train_rows))
+    out["baseline"] = scores(spec, default, x)
+    naive = baselines.naive_forecast(spec, x)
+    if naive is not None:
+        out["naive"] = naive
+    best = baselines.best_achievable(data_dir, spec, holdout) if data_dir else None
+    if best is not None:
+        out["best"] = best
+    return x, y, out
 
 
 def evaluate(
-    spec: FeatureSpec, holdout: pd.DataFrame, mlflow_run_id: str, model_uri: str, plots_dir: Path
+    spec: FeatureSpec,
+    snapshot: pd.DataFrame,
+    mlflow_run_id: str,
+    model_uri: str,
+    plots_dir: Path,
+    *,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    data_dir: Path | None = None,
 ) -> Evaluation:
-    """Score the candidate (and the champion) on the holdout; log metrics, plots (PNG files in
-    ``plots_dir``) and the gate outcome to the MLflow run."""
+    """Split ``snapshot`` exactly as train did; score the candidate, its baselines (the default
+    estimator fitted on the same training rows), the best achievable (synthetic rows under
+    ``data_dir``) and the champion on the holdout; log metrics with intervals, plots and the gate
+    outcome to the MLflow run."""
     import mlflow
 
     mlflow_store.configure()
     model = load_model(model_uri).pipeline
-    x, y = model_input(spec, holdout), labels(spec, holdout)
-    score = scores(spec, model, x)
-    metrics = compute_metrics(spec, y, score)
+    train_rows, holdout = split(spec, snapshot, holdout_fraction, seed)
+    x, y, scored = holdout_scores(spec, model, train_rows, holdout, data_dir)
+    report = quality.bootstrap(spec, y, scored, seed=seed)
+    metrics = {name: iv.value for name, iv in report.metrics["model"].items()}
     champion = champion_metrics(spec, x, y)
-    result = gate(spec, metrics, champion[1] if champion else None)
+    references: dict[str, float] = {
+        s: report.metrics[s][spec.gate.primary_metric].value for s in ("baseline", "naive") if s in scored
+    }
+    result = gate(spec, metrics, champion[1] if champion else None, references)
     if champion:
         result.reasons[-1] += f" (v{champion[0]})"
-    images = plots(spec, model, x, y, score)
+    images = plots(spec, model, x, y, scored["model"])
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
         (plots_dir / name).write_bytes(png)
+    figures = metrics | report.flat()
     with mlflow.start_run(run_id=mlflow_run_id):
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(figures)
         if champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion[1].items()})
         mlflow.log_artifacts(str(plots_dir), "plots")
+        mlflow.log_text("\n".join(report.lines()) + "\n", "quality.txt")
         mlflow.set_tags(
             {
                 "gate_passed": str(result.passed).lower(),
@@ -188,6 +246,6 @@ def evaluate(
                 "champion_version": champion[0] if champion else "",
             }
         )
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    log.info("evaluate: %s | gate %s: %s", shown, "PASSED" if result.passed else "FAILED", "; ".join(result.reasons))
-    return Evaluation(metrics, result, champion[0] if champion else None, images)
+    log.info("evaluate: %s", " | ".join(report.lines()))
+    log.info("evaluate: gate %s: %s", "PASSED" if result.passed else "FAILED", "; ".join(result.reasons))
+    return Evaluation(metrics, figures, result, champion[0] if champion else None, images, report)

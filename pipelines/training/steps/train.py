@@ -14,15 +14,11 @@ from sklearn.model_selection import train_test_split
 
 from feature_specs.reference import build_reference, write_reference
 from feature_specs.spec import FeatureSpec
-from feature_specs.transform import build_model
+from feature_specs.transform import SKOPS_TRUSTED_TYPES
 from feature_specs.validation import Validator
 from pipelines.training import mlflow_store
 
 log = logging.getLogger(__name__)
-
-#: types skops may load besides its defaults, reviewed for the spec estimators (MLflow records
-#: the list in the MLmodel file and checks it at save time).
-SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
 
 @dataclass(frozen=True)
@@ -83,30 +79,38 @@ def train(
     holdout_path: Path,
     *,
     hyperparameters: dict[str, Any] | None = None,
+    tuned: dict[str, Any] | None = None,
     holdout_fraction: float = 0.2,
     seed: int = 0,
     shuffle_labels: bool = False,
     data_hash: str = "",
     pipeline_run_id: str = "",
+    mlflow_run_id: str = "",
 ) -> TrainResult:
     """Fit on a split of ``frame``, write the holdout rows to ``holdout_path``, log the run and model.
 
-    ``shuffle_labels`` permutes the training labels (never the holdout's): a diagnostic that must
-    produce a model the gate rejects.
+    Parameters: the spec's, then the tune step's (``tuned``), then ``hyperparameters`` given to
+    the run. Classifiers are calibrated where that helps (:mod:`.calibrate`). ``mlflow_run_id``
+    continues the run the tune step opened. ``shuffle_labels`` permutes the training labels
+    (never the holdout's): a diagnostic that must produce a model the gate rejects.
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    params = {**spec.estimator.params, **hyperparameter_values(hyperparameters or {})}
+    from pipelines.training.steps import calibrate
+
+    chosen = {**hyperparameter_values(tuned or {}), **hyperparameter_values(hyperparameters or {})}
+    params = {**spec.estimator.params, **chosen}
     train_rows, holdout = split(spec, frame, holdout_fraction, seed)
     holdout_path.parent.mkdir(parents=True, exist_ok=True)
     holdout.to_parquet(holdout_path, index=False)
     x, y = model_input(spec, train_rows), labels(spec, train_rows)
     if shuffle_labels:
         y = np.random.default_rng(seed).permutation(y)
-    model = build_model(spec, **params).fit(x, y)
+    model, calibration = calibrate.fit(spec, chosen, x, y, seed)
     train_scores = scores(spec, model, x)
-    log.info("train: fitted %s on %s rows (%s)", spec.estimator.kind, f"{len(x):,}", params)
+    shown = f"{params}, calibration {calibration.method}"
+    log.info("train: fitted %s on %s rows (%s)", spec.estimator.kind, f"{len(x):,}", shown)
 
     mlflow_store.configure()
     tags = {
@@ -118,10 +122,14 @@ def train(
     }
     experiment = mlflow_store.experiment_id(spec.name)
     mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files the logged model under the active experiment
-    with mlflow.start_run(experiment_id=experiment, run_name=pipeline_run_id or None, tags=tags) as run:
+    resume = {"run_id": mlflow_run_id} if mlflow_run_id else {"run_name": pipeline_run_id or None}
+    with mlflow.start_run(experiment_id=experiment, tags=tags, **resume) as run:
+        mlflow.log_metrics({f"calibration_brier_{k}": v for k, v in calibration.brier.items()})
+        mlflow.set_tags({"calibration": calibration.method, "calibration_rejected": ",".join(calibration.rejected)})
         mlflow.log_params(
             {
                 **params,
+                "calibration": calibration.method,
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
                 "shuffle_labels": shuffle_labels,
