@@ -26,7 +26,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -135,7 +135,7 @@ class Store:
         with self._errors(key):
             return bool(self.fs.exists(self.path(key)))
 
-    def list(self, prefix: str = "", suffix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "", suffix: str = "") -> list[str]:
         """Keys under ``prefix`` (recursively) ending with ``suffix``, sorted; [] when there are none."""
         base = self.path(prefix) if prefix.strip("/") else self.root
         with self._errors(prefix or "/"):
@@ -210,7 +210,7 @@ class Store:
             return True
 
     def delete(self, key: str) -> None:
-        with self._errors(key), _absent_ok():
+        with self._errors(key), suppress(FileNotFoundError):
             self.fs.rm_file(self.path(key))
 
     def upload_dir(self, folder: Path, prefix: str) -> list[str]:
@@ -278,14 +278,6 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-@contextmanager
-def _absent_ok() -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        pass
 
 
 @cache

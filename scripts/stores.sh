@@ -34,7 +34,7 @@ BUCKET="${STORES_BUCKET:-constructos}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 ENV_FILE="$HOME_DIR/stores.env"
 PG_DATA="$HOME_DIR/postgres"
-TIMEOUT="${STORES_START_TIMEOUT:-120}"
+TIMEOUT="${STORES_START_TIMEOUT:-300}"
 
 die() { echo "stores: $*" >&2; exit 1; }
 log() { echo "stores: $*"; }
@@ -150,9 +150,9 @@ start_s3() {
   mkdir -p "$HOME_DIR/s3/data" "$HOME_DIR/s3/meta"
   # credentials through the environment, never on the command line; metadata (ETags, ...) in a
   # sidecar folder, so the data folder needs no extended attributes
-  ROOT_ACCESS_KEY_ID="$S3_ACCESS" ROOT_SECRET_ACCESS_KEY="$S3_SECRET" \
-    nohup "$VGW" --port "127.0.0.1:$S3_PORT" --health /health --quiet \
-    posix --sidecar "$HOME_DIR/s3/meta" "$HOME_DIR/s3/data" >"$HOME_DIR/s3.log" 2>&1 &
+  setsid env ROOT_ACCESS_KEY_ID="$S3_ACCESS" ROOT_SECRET_ACCESS_KEY="$S3_SECRET" \
+    "$VGW" --port "127.0.0.1:$S3_PORT" --health /health --quiet \
+    posix --sidecar "$HOME_DIR/s3/meta" "$HOME_DIR/s3/data" </dev/null >"$HOME_DIR/s3.log" 2>&1 &
   echo $! >"$pid"
   wait_port "S3 server" "$S3_PORT" "$pid" "$HOME_DIR/s3.log"
   AWS_ACCESS_KEY_ID="$S3_ACCESS" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1 \
@@ -164,21 +164,22 @@ if sys.argv[2] not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
 EOF
 }
 
-stop_pid() {  # pidfile
+stop_pid() {  # pidfile: the server leads its own process group (setsid): stop the whole group
   local pid; pid="$(cat "$1" 2>/dev/null)" || return 0
   if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
+    kill -TERM -- "-$pid" 2>/dev/null || kill "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$1"
 }
 
 # --- MLflow (PostgreSQL backend, proxied artifacts in S3) -----------------------------------
-mlflow_env() {
-  env MLFLOW_BACKEND_STORE_URI="postgresql://constructos@127.0.0.1:$PG_PORT/mlflow" PGPASSWORD="$PG_PASSWORD" \
-    MLFLOW_ARTIFACTS_DESTINATION="s3://$BUCKET/mlflow" MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" \
-    AWS_ACCESS_KEY_ID="$S3_ACCESS" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1 "$@"
+mlflow_settings() {  # the server's settings, as environment (the password never on a command line)
+  MLFLOW_ENV=(MLFLOW_BACKEND_STORE_URI="postgresql://constructos@127.0.0.1:$PG_PORT/mlflow" PGPASSWORD="$PG_PASSWORD"
+    MLFLOW_ARTIFACTS_DESTINATION="s3://$BUCKET/mlflow" MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT"
+    AWS_ACCESS_KEY_ID="$S3_ACCESS" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION=us-east-1
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)  # no background job workers: nothing here uses them
 }
 
 start_mlflow() {
@@ -187,10 +188,11 @@ start_mlflow() {
   mlflow="$(dirname "$PYTHON")/mlflow"
   [[ -x "$mlflow" ]] || die "MLflow is not installed at $mlflow (make install)"
   # the project runs the schema migrations (a server refuses an outdated schema)
-  mlflow_env "$mlflow" db upgrade "postgresql://constructos@127.0.0.1:$PG_PORT/mlflow" >"$HOME_DIR/mlflow-migrate.log" 2>&1 \
+  mlflow_settings
+  env "${MLFLOW_ENV[@]}" "$mlflow" db upgrade "postgresql://constructos@127.0.0.1:$PG_PORT/mlflow" >"$HOME_DIR/mlflow-migrate.log" 2>&1 \
     || { tail -20 "$HOME_DIR/mlflow-migrate.log" >&2; die "MLflow migrations failed"; }
-  mlflow_env nohup "$mlflow" server --serve-artifacts --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
-    --allowed-hosts "127.0.0.1:$MLFLOW_PORT,localhost:$MLFLOW_PORT" >"$HOME_DIR/mlflow.log" 2>&1 &
+  setsid env "${MLFLOW_ENV[@]}" "$mlflow" server --serve-artifacts --host 127.0.0.1 --port "$MLFLOW_PORT" \
+    --workers 1 --allowed-hosts "127.0.0.1:$MLFLOW_PORT,localhost:$MLFLOW_PORT" </dev/null >"$HOME_DIR/mlflow.log" 2>&1 &
   echo $! >"$pid"
   wait_port "MLflow" "$MLFLOW_PORT" "$pid" "$HOME_DIR/mlflow.log"
 }

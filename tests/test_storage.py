@@ -34,14 +34,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 
 def test_put_read_list_delete(store: Store) -> None:
-    assert store.list() == []
+    assert store.list_keys() == []
     store.put("a/part-1.parquet", b"one")
     store.put("a/part-2.parquet", b"two")
     store.put("b/notes.txt", b"x")
     assert store.read_bytes("a/part-1.parquet") == b"one"
-    assert store.list("a") == ["a/part-1.parquet", "a/part-2.parquet"]
-    assert store.list(suffix=".parquet") == ["a/part-1.parquet", "a/part-2.parquet"]
-    assert store.list("nothing-here") == []
+    assert store.list_keys("a") == ["a/part-1.parquet", "a/part-2.parquet"]
+    assert store.list_keys(suffix=".parquet") == ["a/part-1.parquet", "a/part-2.parquet"]
+    assert store.list_keys("nothing-here") == []
     assert store.read_many(["a/part-1.parquet", "b/notes.txt"]) == {"a/part-1.parquet": b"one", "b/notes.txt": b"x"}
     store.put("a/part-1.parquet", b"uno")
     assert store.read_bytes("a/part-1.parquet") == b"uno"
@@ -65,7 +65,7 @@ def test_one_winner_among_concurrent_writers(store: Store) -> None:
         won = list(pool.map(lambda p: store.put_if_absent("race/key", p), payloads))
     assert sum(won) == 1
     assert store.read_bytes("race/key") == payloads[won.index(True)]
-    assert store.list("race") == ["race/key"]  # no temporary file is left or listed
+    assert store.list_keys("race") == ["race/key"]  # no temporary file is left or listed
 
 
 def test_replace_if_match_refuses_a_stale_version(store: Store) -> None:
@@ -155,9 +155,9 @@ def test_a_killed_writer_leaves_no_half_object(kind: str, tmp_path: Path, reques
     proc.wait(30)
     with client:
         store = Store(uri, endpoint_url=endpoint or None)
-        for key in store.list("big"):
+        for key in store.list_keys("big"):
             i = int(key.rsplit("/", 1)[1])
             data = store.read_bytes(key)
             assert hashlib.sha256(data).digest() == hashlib.sha256(bytes([i]) * (48 * 2**20)).digest(), key
-        assert "big/3" not in store.list("big")
+        assert "big/3" not in store.list_keys("big")
         assert store.put_if_absent("big/3", b"after the crash")
