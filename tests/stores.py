@@ -27,6 +27,7 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "stores.sh"
+S3_CLIENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 NOT_UP = "the stores are not up: run `make stores-up` (PostgreSQL, S3 server, MLflow) first"
 
 
@@ -72,23 +73,28 @@ class Stores:
 
     def client_env(self) -> dict[str, str]:
         """What a client process needs (no PostgreSQL credentials: clients go through MLflow)."""
-        keys = ("MLFLOW_TRACKING_URI", "CONSTRUCTOS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        return {k: self.env[k] for k in (*keys, "AWS_DEFAULT_REGION")}
+        return {k: self.env[k] for k in ("MLFLOW_TRACKING_URI", "CONSTRUCTOS_S3_ENDPOINT_URL", *S3_CLIENT)}
 
     @contextmanager
     def applied(self) -> Iterator[dict[str, str]]:
-        """The client variables set in ``os.environ`` for a ``with`` block, then restored."""
+        """The client variables (MLflow, S3) set in ``os.environ`` for a ``with`` block."""
         values = self.client_env()
-        saved = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
+        with _environ(values):
             yield values
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def env_file() -> Path:
@@ -96,15 +102,20 @@ def env_file() -> Path:
 
 
 @pytest.fixture(scope="session")
-def stores() -> Stores:
-    """The stores of ``make stores-up``; skips the test when they are not up."""
+def stores() -> Iterator[Stores]:
+    """The stores of ``make stores-up``; skips the test when they are not up.
+
+    For the session, this process gets the S3 credentials (the standard AWS variables, which
+    nothing else here reads); the MLflow address only inside ``Stores.applied()``.
+    """
     path = env_file()
     if not path.exists():
         pytest.skip(f"{NOT_UP} ({path} not found)")
     found = Stores(read_env(path))
     if not found.up():
         pytest.skip(f"{NOT_UP} (nothing answers at the addresses in {path})")
-    return found
+    with _environ({k: found.env[k] for k in S3_CLIENT}):
+        yield found
 
 
 class PrivateStores:
