@@ -30,8 +30,9 @@ import pandas as pd
 
 from feature_specs.spec import SPEC_NAMES, FeatureSpec, load_spec
 from feature_specs.synthetic import best_metrics, generate
+from pipelines import landing_store
 from pipelines.settings import get_settings
-from pipelines.streaming import landing
+from pipelines.storage import Store
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -47,19 +48,21 @@ def landing_frame(spec: FeatureSpec, frame: pd.DataFrame, *, seed: int = 0, star
 
 
 def land_synthetic(model: str, rows: int, *, seed: int = 0, root: Path | None = None) -> int:
-    """Generate ``rows`` rows for ``model`` and land them; returns the count."""
+    """Generate ``rows`` rows for ``model`` and land them (in ``root``, default the landing
+    store: ``CONSTRUCTOS_LANDING_URI``, a folder or ``s3://``); returns the count."""
     spec = load_spec(model)
     frame = landing_frame(spec, generate(model, rows, seed=seed).frame, seed=seed)
-    landing.write_part(root or get_settings().landing_dir, model, frame)
+    store = Store(root.resolve().as_uri()) if root else get_settings().landing_store
+    landing_store.write_part(store, model, frame)
     return len(frame)
 
 
 def ensure_landed(model: str, rows: int, *, seed: int = 0) -> int:
     """Land synthetic rows unless the model already has data; returns the landed row count."""
-    root = get_settings().landing_dir
-    if landing.parts(root, model):
-        return len(landing.read(root, model))
-    return land_synthetic(model, rows, seed=seed, root=root)
+    store = get_settings().landing_store
+    if landing_store.part_keys(store, model):
+        return len(landing_store.read(store, model))
+    return land_synthetic(model, rows, seed=seed)
 
 
 def train_all(models: list[str], rows: int, *, seed: int = 0, brief: bool = False) -> bool:

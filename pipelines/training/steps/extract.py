@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from pipelines import landing_store
 from pipelines.storage import Store
 
 log = logging.getLogger(__name__)
@@ -35,34 +35,6 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def read_landed(store: Store, model: str, since: str = "", until: str = "") -> pd.DataFrame:
-    """Every landed row of ``model`` (first copy of each event id), optionally in a window on
-    ``occurred_at`` (ISO-8601 bounds, ``since`` inclusive, ``until`` exclusive).
-
-    The landing layout on any store: ``<model>/part-*.parquet``, each part visible only once whole.
-    """
-    keys = [k for k in store.list_keys(model, suffix=".parquet") if k.rsplit("/", 1)[-1].startswith("part-")]
-    if not keys:
-        return pd.DataFrame()
-    blobs = store.read_many(keys)
-    frame = pd.concat([pd.read_parquet(io.BytesIO(blobs[k])) for k in keys], ignore_index=True)
-    frame = frame.drop_duplicates("event_id", keep="first")
-    if since or until:
-        when = pd.to_datetime(frame["occurred_at"], utc=True, format="ISO8601")
-        keep = pd.Series(True, index=frame.index)
-        if since:
-            keep &= when >= _utc(since)
-        if until:
-            keep &= when < _utc(until)
-        frame = frame[keep]
-    return frame.reset_index(drop=True)
-
-
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def extract(landing: Store | Path, model: str, out: Path, *, since: str = "", until: str = "") -> Snapshot:
     """Write every landed row of ``model`` in ``[since, until)`` to ``out`` (Parquet).
 
@@ -70,7 +42,7 @@ def extract(landing: Store | Path, model: str, out: Path, *, since: str = "", un
     landed (even unexpected ones), so that validate sees the real data.
     """
     store = landing if isinstance(landing, Store) else Store(Path(landing).resolve().as_uri())
-    frame = read_landed(store, model, since, until)
+    frame = landing_store.read(store, model, since, until)
     if frame.empty:
         raise ValueError(f"no landed rows for '{model}' in {store.url(model)} (window {since or '-'}..{until or '-'})")
     out.parent.mkdir(parents=True, exist_ok=True)
