@@ -50,12 +50,13 @@ fmt: $(STAMP) ## format the code
 serve: $(STAMP) ## serve all three models on HTTP_PORT (default 8080) from the MLflow @champion versions
 	$(PY) -m predictors --http_port=$(HTTP_PORT)
 
-bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka)
+bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka), local vs S3 stores (after stores-up)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	$(PY) -m bench.serving
 	$(PY) -m bench.pipeline
 	$(MAKE) --no-print-directory kafka-up
 	$(PY) -m bench.trigger --events 100000
+	@if bash scripts/stores.sh status; then $(PY) -m bench.stores; else echo "bench.stores skipped: the stores are not up (make stores-up)"; fi
 
 # --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
 .PHONY: demo-train

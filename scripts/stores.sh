@@ -13,7 +13,8 @@
 # shell assignments (`set -a; . stores.env` to use them). Credentials are generated on first `up`.
 #
 # Environment:
-#   STORES_HOME         data, logs, pids and stores.env (default $CONSTRUCTOS_DATA_DIR/stores)
+#   STORES_HOME         data, logs, pids and stores.env (default $CONSTRUCTOS_DATA_DIR/stores; as root, the
+#                       PostgreSQL cluster moves to /var/tmp when the `postgres` user cannot reach it)
 #   STORES_PG_PORT      PostgreSQL port (default 55432)
 #   STORES_S3_PORT      S3 port (default 57070)
 #   STORES_MLFLOW_PORT  MLflow port (default 55000)
@@ -111,26 +112,37 @@ EOF
 }
 
 # --- PostgreSQL ----------------------------------------------------------------------------
+# As root the cluster belongs to the `postgres` user; if that user cannot reach STORES_HOME (a
+# home folder, say), the cluster lives in a folder of its own under /var/tmp named after it.
+locate_cluster() {
+  if [[ "$(id -u)" == 0 ]] && getent passwd postgres >/dev/null; then
+    mkdir -p "$HOME_DIR"
+    runuser -u postgres -- test -x "$HOME_DIR" 2>/dev/null \
+      || PG_DATA="/var/tmp/constructos-postgres-$(printf %s "$HOME_DIR" | md5sum | cut -c1-12)"
+  fi
+}
+
 start_postgres() {
   need_postgres
+  locate_cluster
   local bin; bin="$(pg_bin)"
   if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
     log "creating a PostgreSQL cluster in $PG_DATA"
     mkdir -p "$PG_DATA"
-    printf '%s\n' "$PG_PASSWORD" >"$HOME_DIR/.pgpass-init"
-    if [[ "$(id -u)" == 0 ]]; then chown postgres: "$PG_DATA" "$HOME_DIR/.pgpass-init"; fi
-    chmod 700 "$PG_DATA"; chmod 600 "$HOME_DIR/.pgpass-init"
-    as_pg "$bin/initdb" -D "$PG_DATA" -U constructos --pwfile="$HOME_DIR/.pgpass-init" \
+    printf '%s\n' "$PG_PASSWORD" >"$PG_DATA.pwinit"
+    if [[ "$(id -u)" == 0 ]]; then chown postgres: "$PG_DATA" "$PG_DATA.pwinit"; fi
+    chmod 700 "$PG_DATA"; chmod 600 "$PG_DATA.pwinit"
+    as_pg "$bin/initdb" -D "$PG_DATA" -U constructos --pwfile="$PG_DATA.pwinit" \
       --auth=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >"$HOME_DIR/postgres-init.log" 2>&1 \
-      || { rm -f "$HOME_DIR/.pgpass-init"; cat "$HOME_DIR/postgres-init.log" >&2; die "initdb failed (is $PG_DATA reachable by the cluster's user?)"; }
-    rm -f "$HOME_DIR/.pgpass-init"
+      || { rm -f "$PG_DATA.pwinit"; cat "$HOME_DIR/postgres-init.log" >&2; die "initdb failed (is $PG_DATA reachable by the cluster's user?)"; }
+    rm -f "$PG_DATA.pwinit"
   fi
   as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1 && return
-  touch "$HOME_DIR/postgres.log"
-  [[ "$(id -u)" == 0 ]] && chown postgres: "$HOME_DIR/postgres.log"
-  as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$HOME_DIR/postgres.log" -w -t "$TIMEOUT" \
+  touch "$PG_DATA.log"
+  if [[ "$(id -u)" == 0 ]]; then chown postgres: "$PG_DATA.log"; fi
+  as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA.log" -w -t "$TIMEOUT" \
     -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA" start >/dev/null \
-    || { tail -20 "$HOME_DIR/postgres.log" >&2; die "PostgreSQL did not start (log: $HOME_DIR/postgres.log)"; }
+    || { tail -20 "$PG_DATA.log" >&2; die "PostgreSQL did not start (log: $PG_DATA.log)"; }
   PGPASSWORD="$PG_PASSWORD" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U constructos -d postgres -qtAc \
     "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
     || PGPASSWORD="$PG_PASSWORD" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U constructos mlflow
@@ -138,6 +150,7 @@ start_postgres() {
 
 stop_postgres() {
   local bin; bin="$(pg_bin)" || return 0
+  locate_cluster
   [[ -f "$PG_DATA/PG_VERSION" ]] || return 0
   as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
 }
