@@ -95,14 +95,6 @@ class Store:
         """The full URI of ``key`` (what MLflow and humans are shown)."""
         return f"{self.uri}/{PurePosixPath(key.strip('/'))}"
 
-    def child(self, prefix: str) -> Store:
-        """The store rooted at ``prefix`` under this one (same filesystem)."""
-        sub = object.__new__(Store)
-        sub.fs, sub.local = self.fs, self.local
-        sub.root = self.path(prefix)
-        sub.uri = f"{'file://' if self.local else 's3://'}{sub.root}"
-        return sub
-
     # --- reading ---------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         """The object's content; ``FileNotFoundError`` when it does not exist."""
