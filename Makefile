@@ -51,13 +51,14 @@ fmt: $(STAMP) ## format the code
 serve: $(STAMP) ## serve every model (one per feature spec) on HTTP_PORT (default 8080) from the MLflow @champion versions
 	$(PY) -m predictors --http_port=$(HTTP_PORT)
 
-bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka)
+bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka), local vs S3 stores (after stores-up)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	$(PY) -m bench.serving
 	$(PY) -m bench.pipeline
 	$(MAKE) --no-print-directory kafka-up
 	$(PY) -m bench.trigger --events 100000
 	$(PY) -m bench.trigger_memory --events 50000
+	@if bash scripts/stores.sh status; then $(PY) -m bench.stores; else echo "bench.stores skipped: the stores are not up (make stores-up)"; fi
 
 # --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
 .PHONY: demo-train
@@ -142,3 +143,21 @@ print-%: # the value of a make variable (tests ask for the pinned tools' paths)
 
 clean: ## remove build outputs (build/: compiled pipelines); data/ and the tools cache are kept
 	rm -rf build
+
+# --- production-like stores: PostgreSQL + S3 (versitygw) + MLflow on both ---------------------
+.PHONY: stores-up stores-down pipeline-s3
+export STORES_HOME ?= $(CONSTRUCTOS_DATA_DIR)/stores
+export CONSTRUCTOS_STORES_ENV ?= $(STORES_HOME)/stores.env
+STORES_ENV = set -a && . $(CONSTRUCTOS_STORES_ENV) && set +a
+
+stores-up: $(STAMP) ## start PostgreSQL, an S3 server (versitygw, built once into the tools cache) and MLflow on both
+	bash scripts/stores.sh up
+
+stores-down: ## stop the stores of stores-up (their data is kept in STORES_HOME)
+	bash scripts/stores.sh down
+
+pipeline-s3: $(STAMP) ## make pipeline on the stores of stores-up: landing + artifacts in S3, MLflow on PostgreSQL + S3
+	$(STORES_ENV) && export CONSTRUCTOS_LANDING_URI=$${CONSTRUCTOS_LANDING_URI:-s3://$$CONSTRUCTOS_STORES_BUCKET/landing} \
+	  CONSTRUCTOS_ARTIFACTS_URI=$${CONSTRUCTOS_ARTIFACTS_URI:-s3://$$CONSTRUCTOS_STORES_BUCKET/artifacts} && \
+	  $(MAKE) --no-print-directory pipeline
+

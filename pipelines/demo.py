@@ -30,8 +30,9 @@ import pandas as pd
 
 from feature_specs.spec import FeatureSpec, load_spec, spec_names
 from feature_specs.synthetic import generate, has_generator, write_truth
+from pipelines import landing_store
 from pipelines.settings import get_settings
-from pipelines.streaming import landing
+from pipelines.storage import Store
 from pipelines.training.steps.baselines import truth_dir
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -48,29 +49,31 @@ def landing_frame(spec: FeatureSpec, frame: pd.DataFrame, *, seed: int = 0, star
 
 
 def land_synthetic(model: str, rows: int, *, seed: int = 0, root: Path | None = None) -> int:
-    """Generate ``rows`` rows for ``model`` and land them, with their truth beside the landing
-    store (for the best achievable in evaluate); returns the count."""
+    """Generate ``rows`` rows for ``model`` and land them (in ``root``, default the landing
+    store: ``CONSTRUCTOS_LANDING_URI``, a folder or ``s3://``), with their truth beside the data
+    (for the best achievable in evaluate); returns the count."""
     spec = load_spec(model)
     data = generate(model, rows, seed=seed)
     frame = landing_frame(spec, data.frame, seed=seed)
-    root = root or get_settings().landing_dir
-    landing.write_part(root, model, frame)
-    write_truth(truth_dir(root.parent), model, frame["event_id"], data.truth)
+    settings = get_settings()
+    store = Store(root.resolve().as_uri()) if root else settings.landing_store
+    landing_store.write_part(store, model, frame)
+    write_truth(truth_dir(root.parent if root else settings.data_dir), model, frame["event_id"], data.truth)
     return len(frame)
 
 
 def ensure_landed(model: str, rows: int, *, seed: int = 0) -> int:
     """Land synthetic rows unless the model already has data; returns the landed row count."""
-    root = get_settings().landing_dir
-    if landing.parts(root, model):
-        return len(landing.read(root, model))
+    store = get_settings().landing_store
+    if landing_store.part_keys(store, model):
+        return len(landing_store.read(store, model))
     if not has_generator(model):
         raise NoData(
-            f"{model}: no landed data in {landing.model_dir(root, model)} and no synthetic generator for it.\n"
+            f"{model}: no landed data in {store.uri}/{model} and no synthetic generator for it.\n"
             f"  Land rows first: publish events to its topic '{load_spec(model).source_topic}' with the trigger "
             f"running (make publish MODEL={model} FILE=rows.csv), or copy Parquet parts into that folder."
         )
-    return land_synthetic(model, rows, seed=seed, root=root)
+    return land_synthetic(model, rows, seed=seed)
 
 
 class NoData(Exception):

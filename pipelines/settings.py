@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from predictors.kafka_settings import KafkaSettings
 from predictors.store_settings import StoreSettings
+
+if TYPE_CHECKING:
+    from pipelines.storage import Store
 
 
 class Settings(KafkaSettings, StoreSettings):
@@ -52,9 +56,36 @@ class Settings(KafkaSettings, StoreSettings):
     image: str = "ghcr.io/constructos/ml-platform:0.1.0"
     """The platform image the pipeline components and InferenceServices run."""
 
+    landing_uri: str | None = None
+    """Landing store: ``file:///folder`` or ``s3://bucket/prefix``; default ``<data_dir>/landing``."""
+    artifacts_uri: str | None = None
+    """Pipeline artifacts (snapshots, Data Docs, plots): ``file://`` or ``s3://``; default ``<data_dir>/artifacts``."""
+    s3_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CONSTRUCTOS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    )
+    """S3-compatible server for ``s3://`` stores (default: AWS). Credentials: the standard AWS variables."""
+
     @property
     def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
+        """The landing folder: ``landing_uri`` when it is a ``file://`` URI or a path, else ``<data_dir>/landing``."""
+        uri = self.landing_uri or ""
+        if uri.startswith("file://"):
+            return Path(urlsplit(uri).path)
+        return Path(uri) if uri and "://" not in uri else self.data_dir / "landing"
+
+    def store(self, uri: str | None, default: Path) -> Store:
+        """The store at ``uri``, or the local folder ``default``."""
+        from pipelines.storage import open_store
+
+        return open_store(uri or default.resolve().as_uri(), self.s3_endpoint_url)
+
+    @property
+    def landing_store(self) -> Store:
+        return self.store(self.landing_uri, self.landing_dir)
+
+    @property
+    def artifacts_store(self) -> Store:
+        return self.store(self.artifacts_uri, self.data_dir / "artifacts")
 
     @property
     def trigger_state_path(self) -> Path:

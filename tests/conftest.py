@@ -14,7 +14,10 @@ import pytest
 from feature_specs import spec_names
 from tests.helpers import save_trained_model
 
-pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
+pytest_plugins = [
+    "tests.kafka_broker",  # real-broker fixtures: kafka_broker, kafka_settings
+    "tests.stores",  # PostgreSQL + S3 + MLflow of `make stores-up`: stores, private_stores
+]
 
 # Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the
 # session fails if anything (an MLflow store, say) was written into the checkout.

@@ -94,6 +94,13 @@ class Trigger:
         self.intakes = {m: Intake(spec, self.settings.trigger_max_event_bytes) for m, spec in self.specs.items()}
         self.topic_model = {named(spec.source_topic, self.settings): m for m, spec in self.specs.items()}
         self.requests_topic = named(RETRAIN_REQUESTS, self.settings)
+        landing_uri = self.settings.landing_uri or ""
+        if "://" in landing_uri and not landing_uri.startswith("file://"):
+            raise SystemExit(
+                f"trigger: CONSTRUCTOS_LANDING_URI={landing_uri}: the trigger lands into a folder "
+                "(a local or shared volume, file://); landing from Kafka into object storage is not supported yet. "
+                "The pipeline reads s3:// landing stores that other writers fill."
+            )
         self.root = self.settings.landing_dir
         self.index = SqliteIndex(self.root)
         self.state = RetrainState(self.settings.trigger_state_path)

@@ -25,11 +25,13 @@ def extract(model: str, since: str, until: str, snapshot: Output[Dataset]) -> Na
     from pathlib import Path
 
     from pipelines.settings import get_settings
+    from pipelines.training import artifacts
     from pipelines.training.steps import extract, log_to_stdout
 
     log_to_stdout()
-    result = extract.extract(get_settings().landing_dir, model, Path(snapshot.path), since=since, until=until)
-    snapshot.metadata.update({"rows": result.rows, "data_hash": result.data_hash, "model": model})
+    result = extract.extract(get_settings().landing_store, model, Path(snapshot.path), since=since, until=until)
+    uri = artifacts.publish_snapshot(model, result.path, result.data_hash)
+    snapshot.metadata.update({"rows": result.rows, "data_hash": result.data_hash, "model": model, "store_uri": uri})
     return result.rows, result.data_hash
 
 
@@ -41,13 +43,17 @@ def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], dat
     import pandas as pd
 
     from feature_specs import load_spec
+    from pipelines.training import artifacts
     from pipelines.training.steps import log_to_stdout, validate
+    from pipelines.training.steps.extract import content_hash
 
     log_to_stdout()
-    report = validate.validate(
-        load_spec(model), pd.read_parquet(snapshot.path), Path(result.path), Path(data_docs.path)
+    frame = pd.read_parquet(snapshot.path)
+    report = validate.validate(load_spec(model), frame, Path(result.path), Path(data_docs.path))
+    docs = artifacts.publish_dir(
+        "data-docs", model, snapshot.metadata.get("data_hash") or content_hash(frame), Path(data_docs.path)
     )
-    result.metadata.update({"success": report.success, "failures": len(report.failures)})
+    result.metadata.update({"success": report.success, "failures": len(report.failures), "data_docs_uri": docs})
     validate.check(report, model)
 
 
@@ -118,12 +124,15 @@ def train(
     import pandas as pd
 
     from feature_specs import load_spec
+    from pipelines.training import artifacts
     from pipelines.training.steps import log_to_stdout, train
 
     log_to_stdout()
+    spec = load_spec(model)
+    frame = pd.read_parquet(snapshot.path)
     out = train.train(
-        load_spec(model),
-        pd.read_parquet(snapshot.path),
+        spec,
+        frame,
         Path(holdout.path),
         hyperparameters=hyperparameters,
         tuned=tuned,
@@ -134,6 +143,7 @@ def train(
         pipeline_run_id=pipeline_run_id,
         mlflow_run_id=mlflow_run_id,
     )
+    artifacts.record_snapshot(out.mlflow_run_id, model, frame, data_hash, target=spec.target.name)
     holdout.metadata.update({"rows": out.holdout_rows})
     return out.mlflow_run_id, out.model_uri
 
@@ -164,6 +174,7 @@ def evaluate(
 
     from feature_specs import load_spec
     from pipelines.settings import get_settings
+    from pipelines.training import artifacts
     from pipelines.training.steps import evaluate, log_to_stdout
 
     log_to_stdout()
@@ -177,6 +188,7 @@ def evaluate(
         seed=seed,
         data_dir=get_settings().data_dir,
     )
+    plots.metadata["store_uri"] = artifacts.publish_dir("plots", model, mlflow_run_id, Path(plots.path))
     for name, value in out.figures.items():
         metrics.log_metric(name, value)
     metrics.log_metric("gate_passed", float(out.gate.passed))

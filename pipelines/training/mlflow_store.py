@@ -24,7 +24,38 @@ def configure() -> str:
         os.makedirs(os.path.dirname(uri.removeprefix("sqlite:///")) or ".", exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     return uri
+
+
+def check_server(uri: str, timeout: float = 10) -> None:
+    """Fail fast, naming the cause, when a tracking server cannot serve: it is unreachable, or
+    its backend store (PostgreSQL) or artifact store (S3) is down. MLflow's own client would retry
+    for minutes and then report only "too many 503 error responses"."""
+    import requests
+
+    from pipelines.storage import StoreUnavailable
+
+    probes = {
+        "its backend store (runs, registry)": "/api/2.0/mlflow/experiments/search?max_results=1",
+        "its artifact store": "/api/2.0/mlflow-artifacts/artifacts?path=",
+    }
+    for what, path in probes.items():
+        try:
+            answer = requests.get(uri.rstrip("/") + path, timeout=timeout)
+        except requests.RequestException as exc:
+            raise StoreUnavailable(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
+        if answer.status_code == 404 and "artifacts" in path:
+            continue  # a server without --serve-artifacts: clients write artifacts themselves
+        if answer.status_code >= 400:
+            try:
+                detail = answer.json().get("message", "")
+            except ValueError:
+                detail = "(no details: see the server's log)"
+            raise StoreUnavailable(
+                f"MLflow tracking server {uri} cannot reach {what}: HTTP {answer.status_code} {detail}".rstrip()
+            )
 
 
 def _is_local_store(uri: str) -> bool:

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from feature_specs.spec import load_spec, spec_names
+from pipelines import landing_store
 from pipelines.settings import get_settings
-from pipelines.streaming import landing
 from pipelines.training import mlflow_store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -199,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.training.run", description=__doc__.splitlines()[0])
     add_pipeline_arguments(parser)
     args = parser.parse_args(argv)
-    landed = landing.model_dir(get_settings().landing_dir, args.model)
-    if not landing.parts(get_settings().landing_dir, args.model):
+    store = get_settings().landing_store
+    if not landing_store.part_keys(store, args.model):
         print(
-            f"{args.model}: no landed data in {landed}: publish events to its topic "
+            f"{args.model}: no landed data in {store.uri}/{args.model}: publish events to its topic "
             f"'{load_spec(args.model).source_topic}' with the trigger running, or copy Parquet parts there",
             file=sys.stderr,
         )

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.streaming import landing
+from pipelines import landing_store
+from pipelines.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,16 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def extract(landing_root: Path, model: str, out: Path, *, since: str = "", until: str = "") -> Snapshot:
+def extract(landing: Store | Path, model: str, out: Path, *, since: str = "", until: str = "") -> Snapshot:
     """Write every landed row of ``model`` in ``[since, until)`` to ``out`` (Parquet).
 
-    Columns are kept as landed (even unexpected ones), so that validate sees the real data.
+    ``landing`` is the landing store (a folder is taken as ``file://``). Columns are kept as
+    landed (even unexpected ones), so that validate sees the real data.
     """
-    frame = landing.read(landing_root, model, since or None, until or None)
+    store = landing if isinstance(landing, Store) else Store(Path(landing).resolve().as_uri())
+    frame = landing_store.read(store, model, since, until)
     if frame.empty:
-        raise ValueError(
-            f"no landed rows for '{model}' in {landing_root}/{model} (window {since or '-'}..{until or '-'})"
-        )
+        raise ValueError(f"no landed rows for '{model}' in {store.url(model)} (window {since or '-'}..{until or '-'})")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     snapshot = Snapshot(out, len(frame), content_hash(frame))
