@@ -150,7 +150,6 @@ def train(
             },
             serialization_format="skops",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            validate_serving_input=False,  # MLflow's check would load the model its own way (pickle gate)
             pip_requirements=_requirements(),
         )
         with tempfile.TemporaryDirectory() as tmp:
