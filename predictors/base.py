@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from predictors.inference_log import InferenceLog
 from predictors.loading import LoadedModel, load_model
 from predictors.scoring import Scorer
 from predictors.settings import ServingSettings
+from predictors.tensors import ClientError, Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -190,29 +191,60 @@ class SpecModel(Model):
         raise InvalidInput('body: expected V1 {"instances": [{feature: value, ...}]} or a V2 inference request')
 
     def _from_v2(self, request: InferRequest) -> Batch:
+        tensors = [
+            Tensor(t.name, t.datatype, tuple(t.shape), t.data if t.data is not None else []) for t in request.inputs
+        ]
+        wanted = tuple(o.name for o in request.request_outputs or ())
+        return self._from_tensors(tensors, wanted, request.id or uuid.uuid4().hex)
+
+    def _from_tensors(self, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> Batch:
+        """Decoded V2 input tensors -> a validated batch (raises InvalidFeature naming the field)."""
         columns: dict[str, Any] = {}
-        for tensor in request.inputs:
+        for tensor in inputs:
             if tensor.name in columns:
                 raise InvalidFeature(tensor.name, "given twice")
             self.validator.check_datatype(tensor.name, tensor.datatype)
-            shape = list(tensor.shape)
+            shape = tensor.shape
             if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-                raise InvalidFeature(tensor.name, f"shape {shape} not supported; expected [N] or [N, 1]")
+                raise InvalidFeature(tensor.name, f"shape {list(shape)} not supported; expected [N] or [N, 1]")
             data = tensor.data
-            if data is None:
-                raise InvalidFeature(tensor.name, "no data")
             if len(data) != shape[0]:
-                raise InvalidFeature(tensor.name, f"shape {shape} does not match {len(data)} values")
+                raise InvalidFeature(tensor.name, f"shape {list(shape)} does not match {len(data)} values")
+            if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise InvalidFeature(tensor.name, "binary data holds NaN or infinity; every value must be finite")
             columns[tensor.name] = data
+        if not columns:
+            raise InvalidFeature("inputs", "no input tensors; expected one per feature")
         validated = self.validator.columns(columns)
         rows = len(next(iter(validated.values())))
-        wanted = tuple(o.name for o in request.request_outputs or ())
-        unknown = set(wanted) - set(self.output_names)
-        if unknown:
-            raise InvalidFeature(
-                "outputs", f"unknown output {sorted(unknown)[0]!r}; this model returns {self.output_names}"
-            )
-        return Batch(validated, rows, "v2", request.id or uuid.uuid4().hex, outputs=wanted)
+        for name in wanted:
+            if name not in self.output_names:
+                raise InvalidFeature("outputs", f"unknown output {name!r}; this model returns {self.output_names}")
+        return Batch(validated, rows, "v2", request_id, outputs=tuple(wanted))
+
+    async def infer(self, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> list[Output]:
+        """The V2 path of the platform's own REST and gRPC routes: validate, score, name the
+        outputs (only those asked for). A client mistake raises :class:`ClientError`."""
+        outcome = "ok"
+        try:
+            if not self.ready or self.scorer is None:
+                raise ClientError(f"model {self.name} is not ready", status=503)
+            try:
+                batch = self._from_tensors(inputs, wanted, request_id)
+            except InvalidFeature as exc:
+                metrics.VALIDATION_FAILURES.labels(self.name, exc.field).inc()
+                raise ClientError(str(exc)) from None
+            await self.predict(batch)
+            outputs = self._answer(batch)
+            return [o for o in outputs if o[0] in batch.outputs] if batch.outputs else outputs
+        except ClientError:
+            outcome = "invalid_input"
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            metrics.requests(self.name, self.version or "", "v2", outcome).inc()
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         if self.scorer is None:
@@ -224,12 +256,7 @@ class SpecModel(Model):
         return batch
 
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> InferResponse | dict[str, Any]:
-        assert batch.scores is not None
-        outputs = self.outputs(batch.scores)
-        self._observe("champion", self.version or "", batch.scores)
-        self._log("champion", self.version, batch, outputs)
-        if self._shadow_pool is not None:
-            self._shadow_pool.submit(self._score_shadow, batch)
+        outputs = self._answer(batch)
         if batch.protocol == "v2":
             return InferResponse(
                 response_id=batch.request_id,
@@ -247,6 +274,21 @@ class SpecModel(Model):
         ]
         answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         return answer | (rows[0] if batch.protocol == "query" else {"predictions": rows})
+
+    def _answer(self, batch: Batch) -> list[Output]:
+        """Named outputs of a scored batch; observed, logged and shadowed on the way out."""
+        assert batch.scores is not None
+        outputs = self.outputs(batch.scores)
+        self._observe("champion", self.version or "", batch.scores)
+        self._log("champion", self.version, batch, outputs)
+        if self._shadow_pool is not None:
+            self._shadow_pool.submit(self._score_shadow, batch)
+        return outputs
+
+    def unload(self) -> None:
+        """Model repository ``unload``: stop answering; readiness says so at once."""
+        self.ready = False
+        self.scorer = self.loaded = None
 
     # -- monitoring ---------------------------------------------------------------------
 

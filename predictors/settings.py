@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from predictors.kafka_settings import KafkaSettings
 
@@ -36,3 +36,11 @@ class ServingSettings(KafkaSettings):
 
     inference_log_queue: int = Field(default=10_000, gt=0)
     """Records held while the broker is slow or away; beyond it records are dropped and counted."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    """Largest request body (REST) or message (gRPC) accepted; larger ones get 413 before they
+    are read whole."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token of the model repository extension (``/v2/repository/...`` index, load,
+    unload; gRPC ``RepositoryModelLoad/Unload``). Unset: the extension is off (404)."""

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import save_trained_model
 
-pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
+pytest_plugins = ["tests.kafka_broker", "tests.oip_server"]  # real Kafka broker; a real ModelServer
 
 # Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the
 # session fails if anything (an MLflow store, say) was written into the checkout.
