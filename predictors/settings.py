@@ -44,3 +44,13 @@ class ServingSettings(KafkaSettings):
     admin_token: SecretStr | None = None
     """Bearer token of the model repository extension (``/v2/repository/...`` index, load,
     unload; gRPC ``RepositoryModelLoad/Unload``). Unset: the extension is off (404)."""
+
+    batching: bool = False
+    """Adaptive micro-batching: concurrent small requests to one model are scored in one
+    runtime call (answers identical to scoring each alone). Helps at high concurrency."""
+
+    batch_max_rows: int = Field(default=64, gt=0)
+    """Largest micro-batch (rows); a request this large is scored alone."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """How long a micro-batch may wait for company; 0: only requests that arrived together."""

@@ -33,13 +33,16 @@ def oip_server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFac
         "CONSTRUCTOS_MODEL_URI_TEMPLATE": str(root / "{model}"),
         "CONSTRUCTOS_ADMIN_TOKEN": ADMIN_TOKEN,
         "CONSTRUCTOS_MAX_BODY_BYTES": str(1024 * 1024),
+        # the protocol does not depend on the runtime; scikit-learn loads much faster than ONNX
+        # conversion on a busy machine (test_predictors covers the ONNX path)
+        "CONSTRUCTOS_USE_ONNX": "false",
     }
     cmd = [sys.executable, "-m", "predictors", f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        wait_ready(url, proc, timeout=300)  # three models, ONNX conversion: slow on a busy machine
+        wait_ready(url, proc, timeout=600)  # three models, ONNX conversion: slow on a busy machine
         yield OipServer(url, f"127.0.0.1:{grpc_port}", log)
     finally:
         proc.terminate()
