@@ -57,7 +57,7 @@ def pin(cpu: int) -> list[str]:
 def start(cmd: list[str], port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"} | (extra_env or {})
     proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a busy machine loads slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd} exited with {proc.returncode}")

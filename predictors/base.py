@@ -23,17 +23,16 @@ from typing import Any, ClassVar
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
-from kserve.metrics import PREDICT_HIST_TIME
 from kserve.model import InferenceVerb
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
-from predictors import metrics
+from predictors import metrics, tensor_inference
 from predictors.batching import MicroBatcher
 from predictors.inference_log import InferenceLog
 from predictors.loading import LoadedModel, load_model
 from predictors.scoring import Scorer
 from predictors.settings import ServingSettings
-from predictors.tensors import ClientError, Tensor
+from predictors.tensors import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -197,62 +196,11 @@ class SpecModel(Model):
         raise InvalidInput('body: expected V1 {"instances": [{feature: value, ...}]} or a V2 inference request')
 
     def _from_v2(self, request: InferRequest) -> Batch:
-        tensors = [
-            Tensor(t.name, t.datatype, tuple(t.shape), t.data if t.data is not None else []) for t in request.inputs
-        ]
-        wanted = tuple(o.name for o in request.request_outputs or ())
-        return self._from_tensors(tensors, wanted, request.id or uuid.uuid4().hex)
-
-    def _from_tensors(self, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> Batch:
-        """Decoded V2 input tensors -> a validated batch (raises InvalidFeature naming the field)."""
-        columns: dict[str, Any] = {}
-        for tensor in inputs:
-            if tensor.name in columns:
-                raise InvalidFeature(tensor.name, "given twice")
-            self.validator.check_datatype(tensor.name, tensor.datatype)
-            shape = tensor.shape
-            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-                raise InvalidFeature(tensor.name, f"shape {list(shape)} not supported; expected [N] or [N, 1]")
-            data = tensor.data
-            if len(data) != shape[0]:
-                raise InvalidFeature(tensor.name, f"shape {list(shape)} does not match {len(data)} values")
-            if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all():
-                raise InvalidFeature(tensor.name, "binary data holds NaN or infinity; every value must be finite")
-            columns[tensor.name] = data
-        if not columns:
-            raise InvalidFeature("inputs", "no input tensors; expected one per feature")
-        validated = self.validator.columns(columns)
-        rows = len(next(iter(validated.values())))
-        for name in wanted:
-            if name not in self.output_names:
-                raise InvalidFeature("outputs", f"unknown output {name!r}; this model returns {self.output_names}")
-        return Batch(validated, rows, "v2", request_id, outputs=tuple(wanted))
+        return tensor_inference.batch_from_v2(self, request)
 
     async def infer(self, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> list[Output]:
-        """The V2 path of the platform's own REST and gRPC routes: validate, score, name the
-        outputs (only those asked for). A client mistake raises :class:`ClientError`."""
-        outcome = "ok"
-        try:
-            if not self.ready or self.scorer is None:
-                raise ClientError(f"model {self.name} is not ready", status=503)
-            try:
-                batch = self._from_tensors(inputs, wanted, request_id)
-            except InvalidFeature as exc:
-                metrics.VALIDATION_FAILURES.labels(self.name, exc.field).inc()
-                raise ClientError(str(exc)) from None
-            started = time.perf_counter()
-            await self.predict(batch)
-            PREDICT_HIST_TIME.labels(self.name).observe(time.perf_counter() - started)  # as KServe's own path
-            outputs = self._answer(batch)
-            return [o for o in outputs if o[0] in batch.outputs] if batch.outputs else outputs
-        except ClientError:
-            outcome = "invalid_input"
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            metrics.requests(self.name, self.version or "", "v2", outcome).inc()
+        """The V2 path of the platform's own REST and gRPC routes (:mod:`predictors.tensor_inference`)."""
+        return await tensor_inference.infer(self, inputs, wanted, request_id)
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         if self.scorer is None:

@@ -56,6 +56,9 @@ def _field(value: Any, kind: Any, where: str, expected: str) -> None:
 
 def check_header(name: Any, datatype: Any, shape: Any, where: str) -> tuple[str, str, tuple[int, ...]]:
     """Name, exact OIP datatype and a non-negative integer shape, or a 400 naming the field."""
+    usual = type(name) is str and datatype in DATATYPES and type(shape) is list and len(shape) == 1
+    if usual and type(shape[0]) is int and shape[0] >= 0:
+        return name, datatype, (shape[0],)
     for field, value in (("name", name), ("datatype", datatype), ("shape", shape)):
         if value is None:
             raise ClientError(f"{where}.{field}: required")
