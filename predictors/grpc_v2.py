@@ -80,7 +80,10 @@ def encode_outputs(response: pb.ModelInferResponse, outputs: list[Output], raw: 
         if raw:
             response.raw_output_contents.append(to_raw(datatype, values))
         else:
-            getattr(tensor.contents, TYPED_FIELD[datatype]).extend(values.tolist())
+            typed = values.tolist()
+            if datatype == "BYTES":
+                typed = [v if isinstance(v, bytes) else str(v).encode() for v in typed]
+            getattr(tensor.contents, TYPED_FIELD[datatype]).extend(typed)
 
 
 class Servicer(InferenceServicer):

@@ -56,14 +56,15 @@ def _field(value: Any, kind: Any, where: str, expected: str) -> None:
 
 def check_header(name: Any, datatype: Any, shape: Any, where: str) -> tuple[str, str, tuple[int, ...]]:
     """Name, exact OIP datatype and a non-negative integer shape, or a 400 naming the field."""
-    usual = type(name) is str and datatype in DATATYPES and type(shape) is list and len(shape) == 1
+    usual = type(name) is str and type(datatype) is str and datatype in DATATYPES and type(shape) is list
+    usual = usual and len(shape) == 1
     if usual and type(shape[0]) is int and shape[0] >= 0:
         return name, datatype, (shape[0],)
     for field, value in (("name", name), ("datatype", datatype), ("shape", shape)):
         if value is None:
             raise ClientError(f"{where}.{field}: required")
     _field(name, str, f"{where}.name", "a string")
-    _field(datatype, str, f"{name}.datatype", "a string")
+    _field(datatype, str, f"{name}.datatype", "a string")  # before the set lookup: a dict is unhashable
     if datatype not in DATATYPES:
         raise ClientError(f"{name}: unknown datatype {datatype!r}; the OIP names are {', '.join(sorted(DATATYPES))}")
     _field(shape, list | tuple, f"{name}.shape", "a list of integers")

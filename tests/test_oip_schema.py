@@ -25,6 +25,7 @@ from tests.oip_server import OipServer
 
 pytestmark = pytest.mark.integration
 OIP = Path(__file__).parent / "oip"
+HTTP = httpx.Client(timeout=60)  # a busy machine answers slowly
 SPEC: dict[str, Any] = yaml.safe_load((OIP / "rest_predict_v2.yaml").read_text())
 
 
@@ -36,27 +37,27 @@ def validate(body: Any, component: str) -> None:
 def test_every_route_answers_in_the_published_schema(oip_server: OipServer) -> None:
     url = oip_server.url
     for path in ("/v2", "/v2/"):
-        response = httpx.get(url + path)
+        response = HTTP.get(url + path)
         assert response.status_code == 200
         validate(response.json(), "metadata_server_response")
     for path in ("/v2/health/live", "/v2/health/ready"):
-        assert httpx.get(url + path).status_code == 200
+        assert HTTP.get(url + path).status_code == 200
     for name in PREDICTORS:
         for prefix in (f"/v2/models/{name}", f"/v2/models/{name}/versions/1"):
-            validate(httpx.get(url + prefix).json(), "metadata_model_response")
-            assert httpx.get(f"{url}{prefix}/ready").status_code == 200
-            ok = httpx.post(f"{url}{prefix}/infer", json=v2_body(name))
+            validate(HTTP.get(url + prefix).json(), "metadata_model_response")
+            assert HTTP.get(f"{url}{prefix}/ready").status_code == 200
+            ok = HTTP.post(f"{url}{prefix}/infer", json=v2_body(name))
             assert ok.status_code == 200
             validate(ok.json(), "inference_response")
             assert "parameters" not in ok.json() and all("parameters" not in o for o in ok.json()["outputs"])
-            bad = httpx.post(f"{url}{prefix}/infer", json={"inputs": v2_body(name)["inputs"][:1]})
+            bad = HTTP.post(f"{url}{prefix}/infer", json={"inputs": v2_body(name)["inputs"][:1]})
             assert bad.status_code == 400
             validate(bad.json(), "inference_error_response")
         for path in (f"/v2/models/{name}/versions/2", f"/v2/models/{name}/versions/2/ready"):
-            response = httpx.get(url + path)
+            response = HTTP.get(url + path)
             assert response.status_code == 404
             validate(response.json(), "metadata_model_error_response")
-        wrong = httpx.post(f"{url}/v2/models/{name}/versions/2/infer", json=v2_body(name))
+        wrong = HTTP.post(f"{url}/v2/models/{name}/versions/2/infer", json=v2_body(name))
         assert wrong.status_code == 404
         validate(wrong.json(), "inference_error_response")
 
