@@ -108,13 +108,13 @@ def grpc_request() -> str:
     return json.dumps({"model_name": MODEL, "inputs": inputs, "outputs": [{"name": "probability"}]})
 
 
-def ghz(ghz_bin: str, address: str, connections: int, seconds: int) -> dict[str, float]:
+def ghz(ghz_bin: str, address: str, connections: int, seconds: int, strict: bool = True) -> dict[str, float]:
     cmd = [*pin(1), ghz_bin, "--insecure", "--proto", str(PROTO), "--call",
            "inference.GRPCInferenceService/ModelInfer", "-d", grpc_request(), "-c", str(connections),
            "--connections", str(connections), "-z", f"{seconds}s", "-O", "json", address]  # fmt: skip
     report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     failed = {k: v for k, v in report.get("statusCodeDistribution", {}).items() if k != "OK"}
-    if failed:
+    if failed and strict:
         raise RuntimeError(f"gRPC calls failed: {failed}")
     pcts = {p["percentage"]: p["latency"] / 1e6 for p in report["latencyDistribution"]}
     return {"rps": report["rps"], "p50": pcts[50], "p99": pcts[99]}
@@ -185,7 +185,7 @@ def grpc_vs_rest(py: str, ours_cmd: list[str], rest: dict[str, float], seconds: 
     proc = start([py, *ours_cmd, f"--http_port={port}", f"--grpc_port={grpc_port}"], port)
     address = f"127.0.0.1:{grpc_port}"
     try:
-        ghz(ghz_bin, address, 8, max(3, seconds // 3))  # warm-up
+        ghz(ghz_bin, address, 8, max(3, seconds // 3), strict=False)  # warm-up (connections may still open)
         throughput = ghz(ghz_bin, address, 8, seconds)
         latency = ghz(ghz_bin, address, 1, seconds)
     finally:
