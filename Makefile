@@ -7,6 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 DATA_DIR  ?= data
 HTTP_PORT ?= 8080
+GRPC_PORT ?= 8081
 MODEL     ?= credit_risk
 export CONSTRUCTOS_DATA_DIR ?= $(abspath $(DATA_DIR))
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CONSTRUCTOS_DATA_DIR)/mlflow/mlflow.db
@@ -16,7 +17,7 @@ KUSTOMIZE_VERSION := v5.8.1
 export KUSTOMIZE ?= $(CONSTRUCTOS_TOOLS_CACHE)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
 .PHONY: help install test test-unit lint fmt demo serve pipeline compile mlflow \
-        kafka-up kafka-down trigger manifests-check bench clean
+        kafka-up kafka-down trigger manifests-check bench ghz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,11 +49,20 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff check --fix .
 
 # --- serving -------------------------------------------------------------------------------
-serve: $(STAMP) ## serve every model (one per feature spec) on HTTP_PORT (default 8080) from the MLflow @champion versions
-	$(PY) -m predictors --http_port=$(HTTP_PORT)
+serve: $(STAMP) ## serve every model (one per feature spec) (REST on HTTP_PORT=8080, gRPC on GRPC_PORT=8081) from the MLflow @champion versions
+	$(PY) -m predictors --http_port=$(HTTP_PORT) --grpc_port=$(GRPC_PORT)
 
-bench: $(STAMP) ## benchmarks: serving (wrk; installs it if missing), the pipeline, the trigger (starts Kafka), local vs S3 stores (after stores-up)
+GHZ_VERSION := v0.121.0
+export GHZ ?= $(CONSTRUCTOS_TOOLS_CACHE)/ghz-$(GHZ_VERSION)/ghz
+
+$(GHZ):
+	GOBIN=$(dir $(GHZ)) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+ghz: $(GHZ) ## build the pinned gRPC load generator ghz (Go module proxy) into the tools cache
+
+bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) + gRPC (ghz, when Go is there) + micro-batching, the pipeline, the trigger (starts Kafka), local vs S3 stores (after stores-up)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
+	@command -v go >/dev/null && $(MAKE) --no-print-directory ghz || echo "no Go: the gRPC benchmark is skipped"
 	$(PY) -m bench.serving
 	$(PY) -m bench.pipeline
 	$(MAKE) --no-print-directory kafka-up

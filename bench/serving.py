@@ -1,12 +1,15 @@
 """Serving benchmark: our credit_risk predictor vs the stock pattern vs the server's floor.
 
-Each server runs alone, pinned to CPU 0; wrk runs pinned to CPU 1. 1-row V2 infer requests:
-throughput at 8 connections, p50/p99 latency at 1 connection, each after a warm-up.
+Each server runs alone, pinned to CPU 0; the load generator (wrk for REST, ghz for gRPC) runs
+pinned to CPU 1. 1-row V2 infer requests: throughput at 8 connections, p50/p99 latency at 1
+connection, each after a warm-up. Then ours over gRPC (same row, typed contents), and ours at 32
+connections with and without adaptive micro-batching.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -51,10 +54,10 @@ def pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
-    env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"}
+def start(cmd: list[str], port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"} | (extra_env or {})
     proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a busy machine loads slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd} exited with {proc.returncode}")
@@ -82,6 +85,39 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
         raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
+
+
+GHZ_VERSION = "v0.121.0"
+PROTO = Path(__file__).resolve().parents[1] / "tests" / "oip" / "grpc_predict_v2.proto"
+
+
+def find_ghz() -> str | None:
+    cache = os.environ.get("CONSTRUCTOS_TOOLS_CACHE", str(Path.home() / ".cache" / "constructos"))
+    built = Path(cache) / f"ghz-{GHZ_VERSION}" / "ghz"
+    return os.environ.get("GHZ") or (str(built) if built.exists() else shutil.which("ghz"))
+
+
+def grpc_request() -> str:
+    """The benchmark row as a ModelInferRequest in protobuf JSON (typed contents)."""
+    field = {"BYTES": "bytes_contents", "FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
+    inputs = []
+    for name, (datatype, value) in ROW.items():
+        if datatype == "BYTES":
+            value = base64.b64encode(str(value).encode()).decode()
+        inputs.append({"name": name, "datatype": datatype, "shape": [1], "contents": {field[datatype]: [value]}})
+    return json.dumps({"model_name": MODEL, "inputs": inputs, "outputs": [{"name": "probability"}]})
+
+
+def ghz(ghz_bin: str, address: str, connections: int, seconds: int, strict: bool = True) -> dict[str, float]:
+    cmd = [*pin(1), ghz_bin, "--insecure", "--proto", str(PROTO), "--call",
+           "inference.GRPCInferenceService/ModelInfer", "-d", grpc_request(), "-c", str(connections),
+           "--connections", str(connections), "-z", f"{seconds}s", "-O", "json", address]  # fmt: skip
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    failed = {k: v for k, v in report.get("statusCodeDistribution", {}).items() if k != "OK"}
+    if failed and strict:
+        raise RuntimeError(f"gRPC calls failed: {failed}")
+    pcts = {p["percentage"]: p["latency"] / 1e6 for p in report["latencyDistribution"]}
+    return {"rps": report["rps"], "p50": pcts[50], "p99": pcts[99]}
 
 
 def measure(name: str, cmd: list[str], port: int, script: Path, seconds: int) -> dict[str, float]:
@@ -119,20 +155,67 @@ def main() -> None:
             f"wrk.body = {json.dumps(v2_body())}\n"
         )
         py = sys.executable
-        print(f"serving benchmark: {MODEL}, 1-row V2 infer, server on CPU 0, wrk on CPU 1, {args.seconds}s per run")
+        print(f"serving benchmark: {MODEL}, 1-row V2 infer, server on CPU 0, load on CPU 1, {args.seconds}s per run")
+        ours_cmd = ["-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}"]
         results = {}
         for name, extra in [
             ("floor", ["-m", "bench.baselines", "--kind=floor"]),
             ("stock", ["-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"]),
-            ("ours", ["-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}", "--enable_grpc=false"]),
+            ("ours", [*ours_cmd, "--enable_grpc=false"]),
         ]:
             port = free_port()
             results[name] = measure(name, [py, *extra, f"--http_port={port}"], port, script, args.seconds)
-    ours, stock, floor = results["ours"], results["stock"], results["floor"]
+        ours, stock, floor = results["ours"], results["stock"], results["floor"]
+        print(
+            f"  ratios: throughput ours/stock {ours['rps'] / stock['rps']:.2f}x (target >= 1.5), "
+            f"ours/floor {ours['rps'] / floor['rps']:.2f}x (target >= 0.85); "
+            f"p99 ours {ours['p99']:.3f} ms (target <= 1.5)",
+            flush=True,
+        )
+        grpc_vs_rest(py, ours_cmd, ours, args.seconds)
+        batching(py, ours_cmd, script, args.seconds)
+
+
+def grpc_vs_rest(py: str, ours_cmd: list[str], rest: dict[str, float], seconds: int) -> None:
+    ghz_bin = find_ghz()
+    if not ghz_bin:
+        print("  grpc: skipped, no ghz (`make ghz` builds it)")
+        return
+    port, grpc_port = free_port(), free_port()
+    proc = start([py, *ours_cmd, f"--http_port={port}", f"--grpc_port={grpc_port}"], port)
+    address = f"127.0.0.1:{grpc_port}"
+    try:
+        ghz(ghz_bin, address, 8, max(3, seconds // 3), strict=False)  # warm-up (connections may still open)
+        throughput = ghz(ghz_bin, address, 8, seconds)
+        latency = ghz(ghz_bin, address, 1, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     print(
-        f"  ratios: throughput ours/stock {ours['rps'] / stock['rps']:.2f}x (target >= 1.3), "
-        f"ours/floor {ours['rps'] / floor['rps']:.2f}x; p99 ours {ours['p99']:.3f} ms (target <= 1.5)"
+        f"  ours gRPC {throughput['rps']:8.0f} req/s (8 conn)   p50 {latency['p50']:6.3f} ms   "
+        f"p99 {latency['p99']:6.3f} ms (1 conn); gRPC/REST throughput {throughput['rps'] / rest['rps']:.2f}x "
+        "(target >= 1)",
+        flush=True,
     )
+
+
+def batching(py: str, ours_cmd: list[str], script: Path, seconds: int) -> None:
+    """Ours at 32 connections, without and with adaptive micro-batching."""
+    runs = {}
+    for name, env in [("unbatched", {}), ("batched", {"CONSTRUCTOS_BATCHING": "true"})]:
+        port = free_port()
+        proc = start([py, *ours_cmd, "--enable_grpc=false", f"--http_port={port}"], port, env)
+        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+        try:
+            wrk(url, script, 32, max(3, seconds // 3))  # warm-up
+            runs[name] = wrk(url, script, 32, seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print(f"  {name:<9} {runs[name]['rps']:8.0f} req/s   p99 {runs[name]['p99']:6.3f} ms (32 conn)", flush=True)
+    ratio = runs["batched"]["rps"] / runs["unbatched"]["rps"]
+    print(f"  micro-batching at 32 connections: {ratio:.2f}x throughput (target >= 2), p99 "
+          f"{runs['batched']['p99']:.3f} ms (target <= 10)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     models = [predictor_class(name)(args.model_uri, settings=settings, inference_log=log) for name in names]
     serve(
         models,
-        retry_seconds=settings.load_retry_seconds,
+        settings,
+        grpc_port=args.grpc_port if args.enable_grpc else None,
         http_port=args.http_port,
         workers=args.workers,
-        enable_grpc=args.enable_grpc,
     )
 
 

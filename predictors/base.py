@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,11 +26,13 @@ from kserve.errors import InvalidInput
 from kserve.model import InferenceVerb
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
-from predictors import metrics
+from predictors import metrics, tensor_inference
+from predictors.batching import MicroBatcher
 from predictors.inference_log import InferenceLog
 from predictors.loading import LoadedModel, load_model
 from predictors.scoring import Scorer
 from predictors.settings import ServingSettings
+from predictors.tensors import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class SpecModel(Model):
         self.validator = Validator(self.spec, self.settings.max_batch)
         self.loaded: LoadedModel | None = None
         self.scorer: Scorer | None = None
+        self.batcher: MicroBatcher | None = None
         self.ready = False
         self.shadow_uri = (
             self.settings.shadow_uri_template.format(model=self.spec.name)
@@ -101,6 +104,9 @@ class SpecModel(Model):
             self.ready = False
             return False
         logger.info("model %s: version %s from %s (%s)", self.name, self.version, self.model_uri, self.scorer.runtime)
+        if self.settings.batching:
+            wait = self.settings.batch_max_wait_ms / 1000
+            self.batcher = MicroBatcher(self.scorer, max_rows=self.settings.batch_max_rows, max_wait=wait)
         self._info("champion", self.loaded, self.scorer)
         if self.shadow_uri:
             self._load_shadow(self.shadow_uri)
@@ -194,46 +200,25 @@ class SpecModel(Model):
         raise InvalidInput('body: expected V1 {"instances": [{feature: value, ...}]} or a V2 inference request')
 
     def _from_v2(self, request: InferRequest) -> Batch:
-        columns: dict[str, Any] = {}
-        for tensor in request.inputs:
-            if tensor.name in columns:
-                raise InvalidFeature(tensor.name, "given twice")
-            self.validator.check_datatype(tensor.name, tensor.datatype)
-            shape = list(tensor.shape)
-            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-                raise InvalidFeature(tensor.name, f"shape {shape} not supported; expected [N] or [N, 1]")
-            data = tensor.data
-            if data is None:
-                raise InvalidFeature(tensor.name, "no data")
-            if len(data) != shape[0]:
-                raise InvalidFeature(tensor.name, f"shape {shape} does not match {len(data)} values")
-            columns[tensor.name] = data
-        validated = self.validator.columns(columns)
-        rows = len(next(iter(validated.values())))
-        wanted = tuple(o.name for o in request.request_outputs or ())
-        unknown = set(wanted) - set(self.output_names)
-        if unknown:
-            raise InvalidFeature(
-                "outputs", f"unknown output {sorted(unknown)[0]!r}; this model returns {self.output_names}"
-            )
-        return Batch(validated, rows, "v2", request.id or uuid.uuid4().hex, outputs=wanted)
+        return tensor_inference.batch_from_v2(self, request)
+
+    async def infer(self, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> list[Output]:
+        """The V2 path of the platform's own REST and gRPC routes (:mod:`predictors.tensor_inference`)."""
+        return await tensor_inference.infer(self, inputs, wanted, request_id)
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         if self.scorer is None:
             raise InvalidInput(f"{self.name}: model is not loaded")
         if batch.rows >= self.settings.offload_rows:
             batch.scores = await asyncio.to_thread(self.scorer, batch.columns)
+        elif self.batcher is not None:  # concurrent small requests share one runtime call
+            batch.scores = await self.batcher(batch.columns, batch.rows)
         else:  # a 1-row ONNX call costs tens of microseconds: cheaper than a thread hop
             batch.scores = self.scorer(batch.columns)
         return batch
 
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> InferResponse | dict[str, Any]:
-        assert batch.scores is not None
-        outputs = self.outputs(batch.scores)
-        self._observe("champion", self.version or "", batch.scores)
-        self._log("champion", self.version, batch, outputs)
-        if self._shadow_pool is not None:
-            self._shadow_pool.submit(self._score_shadow, batch)
+        outputs = self._answer(batch)
         if batch.protocol == "v2":
             return InferResponse(
                 response_id=batch.request_id,
@@ -251,6 +236,21 @@ class SpecModel(Model):
         ]
         answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         return answer | (rows[0] if batch.protocol == "query" else {"predictions": rows})
+
+    def _answer(self, batch: Batch) -> list[Output]:
+        """Named outputs of a scored batch; observed, logged and shadowed on the way out."""
+        assert batch.scores is not None
+        outputs = self.outputs(batch.scores)
+        self._observe("champion", self.version or "", batch.scores)
+        self._log("champion", self.version, batch, outputs)
+        if self._shadow_pool is not None:
+            self._shadow_pool.submit(self._score_shadow, batch)
+        return outputs
+
+    def unload(self) -> None:
+        """Model repository ``unload``: stop answering; readiness says so at once."""
+        self.ready = False
+        self.scorer = self.loaded = self.batcher = None
 
     # -- monitoring ---------------------------------------------------------------------
 

@@ -1,15 +1,17 @@
-"""Serving wiring: the KServe ModelServer plus the platform's few extra routes.
+"""Serving wiring: the KServe ModelServer plus the platform's own edges.
 
-Model code stays in :mod:`predictors.base`; this module only adds
+Model code stays in :mod:`predictors.base`; this module mounts, ahead of KServe's routes,
+- the V2 model routes (:mod:`predictors.rest_v2`) and gRPC service (:mod:`predictors.grpc_v2`),
+- the model repository extension, locked down (:mod:`predictors.admin`),
 - ``GET /api/v1/predict/<model>?feature=value&…`` — the Sales Service's query-string call,
-- ``GET /v2/models/<model>`` answering with the loaded model version (KServe leaves it out),
-- a 400 (not FastAPI's 422) naming the field for a malformed V2 request body,
+- OIP ``{"error": …}`` bodies for every client mistake and a request body limit,
 and starts the server with every model registered, ready or not, so one that cannot load
 answers "not ready" while the others serve.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,14 +21,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve import ModelServer
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
+from starlette.exceptions import HTTPException
+from timing_asgi import TimingMiddleware
 
 from predictors import contract
+from predictors.admin import Admin, admin_routes
 from predictors.base import QueryRequest, SpecModel
+from predictors.grpc_v2 import GrpcServer, Servicer
+from predictors.http_edges import BodyLimit, http_exception
+from predictors.rest_v2 import v2_routes
+from predictors.settings import ServingSettings
 
 QUERY_ROUTE = "/api/v1/predict/{model_name}"
 
@@ -38,8 +48,22 @@ def _spec_model(dataplane: DataPlane, model_name: str) -> SpecModel:
     return model
 
 
-def add_platform_routes(app: FastAPI, dataplane: DataPlane) -> None:
-    """Register the extra routes; call before KServe registers its own so ours take precedence."""
+def drop_kserve_timing(app: FastAPI) -> None:
+    """KServe's TimingMiddleware logs two trace lines per request and calls ``getrusage`` twice
+    (costly with ONNX Runtime and gRPC threads): a fifth of a 1-row request. The Prometheus
+    histograms time every request already. It is added after our wiring, so it is dropped at
+    startup and the middleware stack rebuilt on the next request."""
+
+    async def drop() -> None:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+        app.middleware_stack = None
+
+    app.router.on_startup.append(drop)
+
+
+def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settings: ServingSettings) -> None:
+    """Mount the platform's routes ahead of KServe's (ours take precedence), the OIP error
+    bodies and the body limit."""
 
     async def query_predict(model_name: str, request: Request) -> dict[str, Any]:
         model = _spec_model(dataplane, model_name)
@@ -52,12 +76,6 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane) -> None:
             params[key] = value
         result, _ = await model(QueryRequest(params), dict(request.headers))
         return result
-
-    async def model_metadata(model_name: str) -> dict[str, Any]:
-        model = _spec_model(dataplane, model_name)
-        metadata = await dataplane.model_metadata(model_name)
-        runtime = {"runtime": model.scorer.runtime, "runtime_check": model.scorer.check} if model.scorer else {}
-        return metadata | {"versions": [model.version] if model.version else [], "parameters": runtime}
 
     async def invalid_body(_: Request, exc: Exception) -> ORJSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -74,17 +92,26 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane) -> None:
 
     app.add_api_route(QUERY_ROUTE, query_predict, methods=["GET"], tags=["ConstructOS"])
     contract.register(app, dataplane)  # GET /api/v1/models/<model>/contract
-    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], tags=["V2"])
+    repository = dataplane.model_registry
+    assert isinstance(repository, ModelRepository)
+    app.router.routes[0:0] = [*v2_routes(repository, dataplane.metadata), *admin_routes(admin)]
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(HTTPException, http_exception)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    drop_kserve_timing(app)
+
+
+CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady, NotImplementedError)
 
 
 class _QuietClientErrors(logging.Filter):
-    """KServe logs every 400 with a traceback; a client mistake is worth one line, not a stack."""
+    """KServe logs every 4xx with a traceback; a client mistake is worth one line, not a stack."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], InvalidInput):
-            record.msg, record.args, record.exc_info = "invalid input: %s", (record.exc_info[1],), None
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        if record.exc_info and isinstance(record.exc_info[1], CLIENT_ERRORS):
+            error = record.exc_info[1]
+            record.msg, record.args, record.exc_info = "client error: %s: %s", (type(error).__name__, error), None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -101,13 +128,14 @@ def _register(models: Sequence[SpecModel], repository: ModelRepository) -> None:
         repository.update(model)
 
 
-def create_app(models: Sequence[SpecModel]) -> FastAPI:
+def create_app(models: Sequence[SpecModel], settings: ServingSettings | None = None) -> FastAPI:
     """A fresh app wired exactly like the ModelServer's, for in-process use (tests, tools)."""
+    settings = settings or ServingSettings()
     repository = ModelRepository()
     _register(models, repository)
     dataplane = DataPlane(model_registry=repository)
     app = FastAPI(default_response_class=ORJSONResponse)
-    add_platform_routes(app, dataplane)
+    add_platform_routes(app, dataplane, Admin(models, _token(settings)), settings)
     rest = RESTServer("kserve.model_server:app", dataplane, ModelRepositoryExtension(repository), http_port=0)
     rest._add_middlewares(app)
     rest._register_endpoints(app)
@@ -116,21 +144,53 @@ def create_app(models: Sequence[SpecModel]) -> FastAPI:
     return app
 
 
-def serve(models: Sequence[SpecModel], *, retry_seconds: float = 30.0, **server_options: Any) -> None:
-    """Start the KServe ModelServer with ``models``; blocks until stopped. Models that cannot
-    load answer "not ready" and are retried every ``retry_seconds`` in the background."""
-    from kserve import ModelServer, model_server
+class PlatformServer(ModelServer):
+    """KServe's ModelServer with our gRPC service in its event loop, stopped with it."""
 
-    server = ModelServer(**server_options)
-    quiet_client_errors()
-    _register(models, server.registered_models)
-    add_platform_routes(model_server.app, server.dataplane)
+    platform_grpc: GrpcServer | None = None
+    _stopping: asyncio.Task[None] | None = None
+
+    def attach_grpc(self, grpc_server: GrpcServer) -> None:
+        self.platform_grpc = grpc_server
+        self.servers.append(grpc_server.serve())
+
+    def stop(self, sig: int) -> None:
+        super().stop(sig)
+        if self.platform_grpc is not None:
+            self._stopping = asyncio.create_task(self.platform_grpc.stop(self.grace_period))
+
+
+def serve(
+    models: Sequence[SpecModel],
+    settings: ServingSettings,
+    *,
+    grpc_port: int | None = None,
+    **server_options: Any,
+) -> None:
+    """Start the KServe ModelServer with ``models`` (and gRPC on ``grpc_port`` unless None);
+    blocks until stopped. Models that cannot load answer "not ready" and are retried every
+    ``settings.load_retry_seconds`` in the background."""
+    from kserve import model_server
+
+    repository = ModelRepository()
+    _register(models, repository)
     if not any(m.ready for m in models):  # KServe will not start empty; let the platform restart us
         raise SystemExit(f"no model could be loaded: {', '.join(m.name for m in models)} (see the errors above)")
+    server = PlatformServer(registered_models=repository, enable_grpc=False, **server_options)
+    admin = Admin(models, _token(settings))
+    if grpc_port is not None:
+        servicer = Servicer(server.dataplane, repository, admin)
+        server.attach_grpc(GrpcServer(grpc_port, servicer, settings.max_body_bytes))
+    quiet_client_errors()
+    add_platform_routes(model_server.app, server.dataplane, admin, settings)
     pending = [m for m in models if not m.ready]
-    if pending and retry_seconds > 0:
-        threading.Thread(target=_keep_loading, args=(pending, retry_seconds), daemon=True).start()
+    if pending and settings.load_retry_seconds > 0:
+        threading.Thread(target=_keep_loading, args=(pending, settings.load_retry_seconds), daemon=True).start()
     server.start(list(models))
+
+
+def _token(settings: ServingSettings) -> str | None:
+    return settings.admin_token.get_secret_value() if settings.admin_token else None
 
 
 def _keep_loading(models: Sequence[SpecModel], every: float) -> None:
@@ -138,4 +198,4 @@ def _keep_loading(models: Sequence[SpecModel], every: float) -> None:
     waiting = list(models)
     while waiting:
         time.sleep(every)
-        waiting = [m for m in waiting if not m.load()]
+        waiting = [m for m in waiting if not m.ready and not m.load()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from predictors.kafka_settings import KafkaSettings
 from predictors.store_settings import StoreSettings
@@ -39,3 +39,21 @@ class ServingSettings(KafkaSettings, StoreSettings):
 
     inference_log_queue: int = Field(default=10_000, gt=0)
     """Records held while the broker is slow or away; beyond it records are dropped and counted."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    """Largest request body (REST) or message (gRPC) accepted; larger ones get 413 before they
+    are read whole."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token of the model repository extension (``/v2/repository/...`` index, load,
+    unload; gRPC ``RepositoryModelLoad/Unload``). Unset: the extension is off (404)."""
+
+    batching: bool = False
+    """Adaptive micro-batching: concurrent small requests to one model are scored in one
+    runtime call (answers identical to scoring each alone). Helps at high concurrency."""
+
+    batch_max_rows: int = Field(default=64, gt=0)
+    """Largest micro-batch (rows); a request this large is scored alone."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """How long a micro-batch may wait for company; 0: only requests that arrived together."""

@@ -6,9 +6,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow.sklearn
+import numpy as np
 
 from feature_specs import Validator, load_spec
 from feature_specs.reference import build_reference, write_reference
@@ -52,3 +54,22 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> 
             pass
         time.sleep(0.3)
     raise TimeoutError(url)
+
+
+def v2_body(name: str, rows: int = 3, seed: int = 0) -> dict[str, Any]:
+    """A V2 request with every feature as a named [N] tensor, from the test rows of the spec."""
+    from tests.spec_data import rows as spec_rows
+
+    spec = load_spec(name)
+    frame = spec_rows(name, rows, seed=seed)
+    inputs = []
+    for f in spec.features:
+        values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[f.name].tolist()]
+        fill = f.impute if f.impute != "median" else (f.min or 0)
+        values = [fill if v is None else v for v in values]
+        if f.dtype == "int":
+            values = [int(v) for v in values]
+        if f.dtype == "bool":
+            values = [bool(v) for v in values]
+        inputs.append({"name": f.name, "shape": [rows], "datatype": f.v2_datatype, "data": values})
+    return {"id": "req-1", "inputs": inputs}

@@ -73,6 +73,9 @@ def test_every_model_is_served_in_knative_mode_with_its_own_name(rendered: dict[
             assert c["args"] == [f"--model_uri=models:/{model}@champion"]
             assert c["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{model}/ready"
             assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+            # Knative routes one port (http1): gRPC off, and the repository extension never enabled
+            assert [p["name"] for p in c["ports"]] == ["http1"] and "--enable_grpc=false" in c["command"]
+            assert not any(e.get("name") == "CONSTRUCTOS_ADMIN_TOKEN" for e in c.get("env", []))
 
 
 @pytest.mark.integration

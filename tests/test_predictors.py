@@ -16,7 +16,7 @@ from predictors.loading import load_model
 from predictors.registry import model_names, predictor_class
 from predictors.server import create_app
 from predictors.settings import ServingSettings
-from tests.spec_data import rows as spec_rows
+from tests.helpers import v2_body
 
 MAX_BATCH = 50
 
@@ -27,23 +27,6 @@ def client(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     models = [predictor_class(name)(str(path), settings=settings) for name, path in model_dirs.items()]
     with TestClient(create_app(models)) as c:
         yield c
-
-
-def v2_body(name: str, rows: int = 3, seed: int = 0) -> dict[str, Any]:
-    """A V2 request with every feature as a named [N] tensor, from the test rows of the spec."""
-    spec = load_spec(name)
-    frame = spec_rows(name, rows, seed=seed)
-    inputs = []
-    for f in spec.features:
-        values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[f.name].tolist()]
-        fill = f.impute if f.impute != "median" else (f.min or 0)
-        values = [fill if v is None else v for v in values]
-        if f.dtype == "int":
-            values = [int(v) for v in values]
-        if f.dtype == "bool":
-            values = [bool(v) for v in values]
-        inputs.append({"name": f.name, "shape": [rows], "datatype": f.v2_datatype, "data": values})
-    return {"id": "req-1", "inputs": inputs}
 
 
 def instances(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -307,7 +290,7 @@ def test_wrong_content_type(client: TestClient) -> None:
 def test_malformed_v2_request(client: TestClient) -> None:
     body = v2_body("credit_risk")
     del body["inputs"][0]["datatype"]
-    assert error_of(infer(client, "credit_risk", body)) == "inputs.0.datatype: Field required"
+    assert error_of(infer(client, "credit_risk", body)) == "inputs[0].datatype: required"
 
 
 def test_instances_not_objects(client: TestClient) -> None:

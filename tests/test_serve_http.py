@@ -53,6 +53,9 @@ def test_every_model_answers_over_http(server: str) -> None:
     response = httpx.post(f"{server}/v2/models/stock_demand/infer", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][1]["name"] == "units"
+    # no CONSTRUCTOS_ADMIN_TOKEN: the model repository extension is off, the model keeps serving
+    assert httpx.post(f"{server}/v2/repository/models/stock_demand/unload").status_code == 404
+    assert httpx.get(f"{server}/v2/models/stock_demand/ready").status_code == 200
     bad = httpx.post(f"{server}/v2/models/stock_demand/infer", json={"inputs": body["inputs"][:2]})
     assert bad.status_code == 400 and bad.json()["error"].startswith("week_of_year: required feature is missing")
 
