@@ -13,7 +13,10 @@ import pytest
 
 from tests.helpers import save_trained_model
 
-pytest_plugins = ["tests.kafka_broker"]  # real-broker fixtures: kafka_broker, kafka_settings
+pytest_plugins = [
+    "tests.kafka_broker",  # real-broker fixtures: kafka_broker, kafka_settings
+    "tests.kube_cluster",  # the real API server of `make cluster-up`: kube
+]
 
 # Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the
 # session fails if anything (an MLflow store, say) was written into the checkout.

@@ -56,8 +56,11 @@ def test_overlay_builds_and_passes_every_check(rendered: dict[str, Bundle], env:
     # the API server of the cluster tests checks these against their CRDs (tests/test_cluster_*.py)
     assert sorted(notes) == [
         f"{kind}: no schema here, apiVersion/kind/metadata checked only"
-        for kind in ("kafka.strimzi.io/v1 KafkaTopic", "monitoring.coreos.com/v1 PodMonitor")
-        + ("monitoring.coreos.com/v1 ServiceMonitor",)
+        for kind in (
+            "kafka.strimzi.io/v1 KafkaTopic",
+            "monitoring.coreos.com/v1 PodMonitor",
+            "monitoring.coreos.com/v1 ServiceMonitor",
+        )
     ]
     kinds = {r["kind"] for r in rendered[env]}
     assert {"InferenceService", "Deployment", "Service", "Role", "RoleBinding", "ServiceAccount"} <= kinds

@@ -8,11 +8,19 @@
 * ``step``: change the canary share.
 * ``promote``: ``champion`` moves to the canary's version, ``challenger`` is dropped, and
   ``canaryTrafficPercent`` is removed so the new revision takes all traffic.
-* ``rollback``: the canary is pinned to 0 (traffic back on the previous revision at once),
-  then the previous spec is restored; ``challenger`` is dropped.
+* ``rollback``: the canary is pinned to 0% (traffic back on the previous revision at once),
+  the previous spec is restored (still at 0%), the restored revision is awaited (``--ready-timeout``),
+  and only then is the canary field dropped; ``challenger`` is dropped.
+* ``pin``: serve exactly ``--version`` (default: the ``champion`` alias's version) without a canary,
+  and point ``champion`` at it. Revisions always name a version, never the moving alias: a restarted
+  pod of an old revision must not load a newer model.
+* ``sync --overlay ENV``: write the live InferenceService's rollout state into the overlay (GitOps
+  then applies what runs instead of a conflict).
 
-Online, the InferenceService is patched through the Kubernetes API (JSON merge patches that
-carry ``resourceVersion``, so a concurrent change fails instead of being overwritten).
+Online, the InferenceService is patched through the Kubernetes API (JSON merge patches under the
+field manager ``constructos-rollout`` that carry ``resourceVersion``: a concurrent change is a
+conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.targets`
+for who owns which field).
 ``--dry-run`` prints the patches and alias moves and changes nothing. ``--overlay ENV`` works
 offline (GitOps): it renders the overlay with kustomize and rewrites
 ``manifests/overlays/ENV/rollout/<model>.yaml``; commit and apply that instead.
@@ -48,12 +56,13 @@ from pipelines.rollout.plan import (
     apply_merge_patch,
     isvc_name,
     merge_patch,
+    plan_pin,
     plan_promote,
     plan_rollback,
     plan_start,
     plan_step,
 )
-from pipelines.rollout.targets import Cluster, Overlay, Target, overlay_dir
+from pipelines.rollout.targets import Cluster, Conflict, Overlay, Target, overlay_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,7 +83,13 @@ def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], d
         return plan_step(args.model, current, args.percent)
     if args.command == "promote":
         return plan_promote(args.model, current)
-    return plan_rollback(args.model, current)
+    if args.command == "pin":
+        version = args.version or aliases().get(CHAMPION)
+        if not version:
+            raise RolloutError(f"{args.model}: no --version given and no `{CHAMPION}` alias in MLflow")
+        return plan_pin(args.model, current, version)
+    champion = None if current.stable_uri or args.no_aliases else aliases().get(CHAMPION)
+    return plan_rollback(args.model, current, champion)
 
 
 def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | None) -> list[str]:
@@ -107,6 +122,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifests", type=Path, default=Path(__file__).resolve().parents[2] / "manifests")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI / settings)")
     parser.add_argument("--no-aliases", action="store_true", help="leave the MLflow aliases alone")
+    parser.add_argument("--ready-timeout", type=float, default=600, metavar="S", help="wait for a revision (600)")
+    parser.add_argument("--retries", type=int, default=3, help="re-plans after a resourceVersion conflict (3)")
     canary = parser.add_argument_group("analyze / auto")
     canary.add_argument("--prometheus", metavar="URL", help="Prometheus HTTP API (default: the inference log on Kafka)")
     canary.add_argument("--window", type=int, default=600, metavar="S", help="seconds of traffic to analyse (600)")
@@ -117,8 +134,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     canary.add_argument("--failure-limit", type=int, default=2, help="failed analyses before rolling back (auto)")
     canary.add_argument("--max-checks", type=int, default=20, help="analyses before giving up: rollback (auto)")
     args = parser.parse_args(argv)
-    if args.offline and not args.overlay:
-        parser.error("--offline needs --overlay ENV")
+    if (args.offline or args.command == "sync") and not args.overlay:
+        parser.error(f"{'sync' if args.command == 'sync' else '--offline'} needs --overlay ENV")
     return args
 
 
@@ -138,27 +155,56 @@ def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClie
         aliases = None if args.no_aliases else read_aliases(client(), args.model)
         return status_lines(args.model, isvc, aliases)
 
-    plan = plan_for(args, Serving.from_isvc(isvc), lambda: read_aliases(client(), args.model))
-    steps = plan.steps
+    def plan_now(isvc: Resource) -> Plan:
+        return plan_for(args, Serving.from_isvc(isvc), lambda: read_aliases(client(), args.model))
+
+    plan = plan_now(isvc)
     out: list[str] = []
-    if isinstance(where, Overlay) and len(steps) > 1:
-        steps = steps[:1]  # GitOps: each step is its own commit and apply
-        out.append(f"step 1 of {len(plan.steps)}: apply this, then run `{args.command}` again")
     if args.dry_run:
         out += [f"alias {a} -> {v or '(drop)'}" for a, v in plan.aliases.items() if not args.no_aliases]
-        for target in steps:
-            out.append(where.describe(args.model, isvc, target))
-            isvc = apply_merge_patch(isvc, merge_patch(isvc, target))
+        for step in plan.steps:
+            out.append(where.describe(args.model, isvc, step.target))
+            isvc = apply_merge_patch(isvc, merge_patch(isvc, step.target))
+            out += ["wait until the new revision is ready"] if step.wait_ready else []
         return out
-    # Aliases first: every command is then safe to re-run if the patch fails.
+    # Aliases first: every command is then safe to re-run if a patch fails.
     if plan.aliases and not args.no_aliases:
         move_aliases(client(), args.model, plan.aliases)
         out += [f"alias {a} -> {v or '(dropped)'}" for a, v in plan.aliases.items()]
-    for i, target in enumerate(steps):
+    for attempt in range(args.retries + 1):
+        try:
+            return out + apply_steps(args, where, isvc, plan)
+        except Conflict as e:
+            if attempt == args.retries:
+                raise RolloutError(f"{e}; gave up after {attempt + 1} attempts: check who else writes it") from e
+            out.append(f"conflict: {e}; re-reading and re-planning")
+            isvc = where.get(args.model)
+            plan = plan_now(isvc)  # the plans are state machines: from the new state, what is left
+    raise AssertionError("unreachable")
+
+
+def apply_steps(args: argparse.Namespace, where: Target, isvc: Resource, plan: Plan) -> list[str]:
+    out: list[str] = []
+    steps = plan.steps
+    if isinstance(where, Overlay):  # GitOps: each step is its own commit and apply; nothing to wait for
+        steps = tuple(s for s in steps if s.target != Serving.from_isvc(isvc))[:1]
+        if len(plan.steps) > 1:
+            out.append(f"one step of {args.command}: apply this, then run `{args.command}` again")
+    for i, step in enumerate(steps):
         if i:
             isvc = where.get(args.model)  # fresh resourceVersion for the next patch
-        out.append(where.apply(args.model, isvc, target))
+        if step.target != Serving.from_isvc(isvc):
+            out.append(where.apply(args.model, isvc, step.target))
+        if step.wait_ready:
+            out.append(where.wait_ready(args.model, args.ready_timeout))
     return out
+
+
+def sync(args: argparse.Namespace) -> list[str]:
+    """The live rollout state, written into the overlay GitOps applies."""
+    live = Serving.from_isvc(Cluster(args.namespace).get(args.model))
+    overlay = Overlay(overlay_dir(args.overlay, args.manifests))
+    return [overlay.apply(args.model, overlay.get(args.model), live)]
 
 
 # --- analyze / auto ------------------------------------------------------------------------
@@ -254,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(verdict.lines()))
         return {"promote": 0, "rollback": 1}.get(verdict.decision, 3)
     try:
+        if args.command == "sync":
+            print("\n".join(sync(args)))
+            return 0
         where: Target = Overlay(overlay_dir(args.overlay, args.manifests)) if args.overlay else Cluster(args.namespace)
         if args.command == "auto":
             outcome = auto(args, where, lambda: mlflow_client(args.tracking_uri))
