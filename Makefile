@@ -137,10 +137,10 @@ export KUBE_VERSION ?= v1.31.4
 export CONSTRUCTOS_KUBECONFIG ?= $(CONSTRUCTOS_DATA_DIR)/cluster/kubeconfig
 
 cluster-up: ## kube-apiserver + etcd + the KServe/Strimzi/Prometheus Operator CRDs (no controllers, no kubelet)
-	CLUSTER_DIR=$(dir $(CONSTRUCTOS_KUBECONFIG)) bash scripts/cluster.sh up
+	CLUSTER_DIR=$(patsubst %/,%,$(dir $(CONSTRUCTOS_KUBECONFIG))) bash scripts/cluster.sh up
 
 cluster-down: ## stop the API server and etcd and delete their data
-	CLUSTER_DIR=$(dir $(CONSTRUCTOS_KUBECONFIG)) bash scripts/cluster.sh down
+	CLUSTER_DIR=$(patsubst %/,%,$(dir $(CONSTRUCTOS_KUBECONFIG))) bash scripts/cluster.sh down
 
 print-%: # the value of a make variable (tests ask for the pinned tools' paths)
 	@echo $($*)

@@ -140,7 +140,15 @@ install_crds() {
   kubectl="$(kubectl_bin)"
   kserve_crd | "$kubectl" --kubeconfig "$KUBECONFIG_FILE" apply --server-side -f - >/dev/null
   "$kubectl" --kubeconfig "$KUBECONFIG_FILE" apply --server-side -f "$CRDS" >/dev/null
-  "$kubectl" --kubeconfig "$KUBECONFIG_FILE" wait --for condition=established --timeout=60s crd --all >/dev/null
+  local jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Established")].status}{"\n"}{end}' established
+  for ((i = 0; i < 120; i++)); do  # `kubectl wait` fails on a CRD that has no conditions yet
+    established="$("$kubectl" --kubeconfig "$KUBECONFIG_FILE" get crd -o jsonpath="$jsonpath" 2>/dev/null || true)"
+    if [[ -n "$established" && "$established" != *False* && "$(grep -c True <<<"$established")" == "$(wc -l <<<"$established")" ]]; then
+      return
+    fi
+    sleep 0.5
+  done
+  die "the CRDs were not established within 60s"
 }
 
 up() {

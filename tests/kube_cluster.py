@@ -48,8 +48,19 @@ class Kube:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def can_i(self, verb: str, resource: str, namespace: str, user: str) -> bool:
-        done = self.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False)
-        return done.stdout.strip() == "yes"
+        """The API server's RBAC decision (a SubjectAccessReview, as KFP's API server asks it too:
+        `kubectl auth can-i` cannot name a group the server does not serve, like KFP's runs).
+        ``resource`` is ``plural[.group][/subresource]``."""
+        plural_group, _, subresource = resource.partition("/")
+        plural, _, group = plural_group.partition(".")
+        attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": plural}
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "resourceAttributes": attributes | {"subresource": subresource}},
+        }
+        done = self.kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(review))
+        return bool(json.loads(done.stdout)["status"].get("allowed"))
 
     def namespace(self, prefix: str = "t") -> str:
         """A fresh namespace (never deleted: without the namespace controller it would stay Terminating)."""

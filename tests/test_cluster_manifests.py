@@ -4,7 +4,12 @@ server stores them), and RBAC decisions for the platform's ServiceAccounts."""
 
 from __future__ import annotations
 
+import copy
+import uuid
+from typing import Any
+
 import pytest
+import yaml
 
 from pipelines.manifests import check as mc
 from tests.kube_cluster import Kube
@@ -28,29 +33,54 @@ def apply_k(kube: Kube, env: str, *extra: str) -> str:
     return kube.kubectl("apply", "-k", overlay, "--server-side", GITOPS, *extra).stdout
 
 
-@pytest.mark.parametrize("env", OVERLAYS)
-def test_server_side_dry_run_of_every_overlay_is_clean(kube: Kube, namespaces: None, env: str) -> None:
-    out = apply_k(kube, env, "--dry-run=server")
+def test_staging_server_side_dry_run_is_clean(kube: Kube, namespaces: None) -> None:
+    """What a release runs first: `kubectl apply -k` (its own kustomize) into the real namespaces."""
+    out = apply_k(kube, "staging", "--dry-run=server")
     lines = out.strip().splitlines()
     assert lines and all(line.endswith("serverside-applied (server dry run)") for line in lines), out
     for kind in ("inferenceservice.serving.kserve.io", "kafkatopic.kafka.strimzi.io", "podmonitor.monitoring"):
         assert any(line.startswith(kind) for line in lines), (kind, out)
 
 
+def into_namespaces(resources: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+    """The rendered overlay moved into other namespaces (one cluster, three environments: a PVC's
+    size, say, cannot change in place, so each environment gets its own)."""
+    moved = copy.deepcopy(resources)
+    for res in moved:
+        if res["kind"] == "Namespace":
+            res["metadata"]["name"] = names[res["metadata"]["name"]]
+        elif "namespace" in res["metadata"]:
+            res["metadata"]["namespace"] = names[res["metadata"]["namespace"]]
+        for subject in res.get("subjects") or []:
+            subject["namespace"] = names.get(subject.get("namespace", ""), subject.get("namespace"))
+    return moved
+
+
 @pytest.mark.parametrize("env", OVERLAYS)
-def test_every_overlay_applies_and_is_stored_as_rendered(kube: Kube, namespaces: None, env: str) -> None:
-    apply_k(kube, env)
-    rendered = {(r["kind"], r["metadata"]["name"]): r for r in mc.build(mc.MANIFESTS / "overlays" / env)}
-    isvc = kube.get("inferenceservice", "credit-risk", "-n", NS)
-    want = rendered["InferenceService", "credit-risk"]
+def test_every_overlay_dry_runs_then_applies_as_rendered(kube: Kube, kustomize: str, env: str) -> None:
+    names = {NS: f"{env}-{uuid.uuid4().hex[:6]}", "kafka": f"{env}-kafka-{uuid.uuid4().hex[:6]}"}
+    kube.kubectl("create", "namespace", names["kafka"])
+    rendered = mc.build(mc.MANIFESTS / "overlays" / env)
+    moved = into_namespaces(rendered, names)
+    namespaces = [r for r in moved if r["kind"] == "Namespace"]
+    kube.kubectl("apply", "--server-side", GITOPS, "-f", "-", stdin=yaml.safe_dump_all(namespaces))
+    for extra in ("--dry-run=server", "--validate=strict"):
+        out = kube.kubectl("apply", "--server-side", GITOPS, extra, "-f", "-", stdin=yaml.safe_dump_all(moved)).stdout
+        assert len(out.strip().splitlines()) == len(rendered), out
+
+    want = next(r for r in rendered if r["kind"] == "InferenceService" and r["metadata"]["name"] == "credit-risk")
+    isvc = kube.get("inferenceservice", "credit-risk", "-n", names[NS])
     assert isvc["spec"]["predictor"]["minReplicas"] == want["spec"]["predictor"]["minReplicas"]
     assert isvc["spec"]["predictor"]["containers"] == want["spec"]["predictor"]["containers"]  # nothing pruned
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
-    topics = kube.get("kafkatopics.v1.kafka.strimzi.io", "-n", "kafka")["items"]
-    assert len(topics) == sum(1 for kind, _ in rendered if kind == "KafkaTopic")
-    monitors = kube.get("podmonitors,servicemonitors", "-n", NS)["items"]
+    topics = kube.get("kafkatopics.v1.kafka.strimzi.io", "-n", names["kafka"])["items"]
+    assert len(topics) == sum(1 for r in rendered if r["kind"] == "KafkaTopic")
+    monitors = kube.get("podmonitors,servicemonitors", "-n", names[NS])["items"]
     assert {m["metadata"]["name"] for m in monitors} == {"predictors", "trigger", "monitoring"}
-    assert {p["metadata"]["name"] for p in kube.get("pdb", "-n", NS)["items"]} == {"predictors", "mlflow", "monitoring"}
+    budgets = kube.get("pdb", "-n", names[NS])["items"]
+    assert {p["metadata"]["name"] for p in budgets} == {"predictors", "mlflow", "monitoring"}
+    trigger = sa("trigger").replace(f":{NS}:", f":{names[NS]}:")
+    assert kube.can_i("create", "runs.pipelines.kubeflow.org", names[NS], trigger)  # the binding moved along
 
 
 def test_strimzi_1_refuses_the_old_kafka_topic_version(kube: Kube, namespaces: None) -> None:
@@ -112,3 +142,7 @@ def test_the_rollout_account_may_read_and_patch_inference_services_only(kube: Ku
     ]
     assert [(verb, what) for verb, what in refused if kube.can_i(verb, what, NS, rollout)] == []
     assert not kube.can_i("patch", "inferenceservices.serving.kserve.io", "default", rollout)
+    # the same answer through `kubectl auth can-i` (impersonation), for a group the server serves
+    ask = ["auth", "can-i", "-n", NS, f"--as={rollout}"]
+    assert kube.kubectl(*ask, "patch", "inferenceservices.serving.kserve.io").stdout.strip() == "yes"
+    assert kube.kubectl(*ask, "delete", "inferenceservices.serving.kserve.io", check=False).stdout.strip() == "no"
