@@ -13,6 +13,7 @@ state into the overlay so the next apply agrees with it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ class Cluster:
                 config.load_incluster_config()
             except config.ConfigException:
                 try:
-                    config.load_kube_config()
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # read now, not at import
                 except (config.ConfigException, OSError) as e:
                     raise RolloutError(f"no cluster to talk to ({e}); use --overlay ENV for GitOps") from e
             api = client.CustomObjectsApi()
