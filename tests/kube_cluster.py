@@ -51,16 +51,18 @@ class Kube:
         """The API server's RBAC decision (a SubjectAccessReview, as KFP's API server asks it too:
         `kubectl auth can-i` cannot name a group the server does not serve, like KFP's runs).
         ``resource`` is ``plural[.group][/subresource]``."""
+        from kubernetes import client
+
         plural_group, _, subresource = resource.partition("/")
         plural, _, group = plural_group.partition(".")
-        attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": plural}
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {"user": user, "resourceAttributes": attributes | {"subresource": subresource}},
-        }
-        done = self.kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(review))
-        return bool(json.loads(done.stdout)["status"].get("allowed"))
+        attributes = client.V1ResourceAttributes(
+            namespace=namespace, verb=verb, group=group, resource=plural, subresource=subresource
+        )
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(user=user, resource_attributes=attributes)
+        )
+        answer = client.AuthorizationV1Api(self.admin.api_client).create_subject_access_review(review)
+        return bool(answer.status.allowed)
 
     def namespace(self, prefix: str = "t") -> str:
         """A fresh namespace (never deleted: without the namespace controller it would stay Terminating)."""
