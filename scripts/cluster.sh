@@ -68,7 +68,7 @@ need() { command -v "$1" >/dev/null || die "$1 is needed and was not found on PA
 kubectl_bin() {  # kubectl on PATH, else built once from the same Kubernetes release
   if command -v kubectl >/dev/null; then command -v kubectl; return; fi
   if [[ ! -x "$BIN_DIR/kubectl" ]]; then
-    build
+    build >&2
     echo "cluster: building kubectl $KUBE_VERSION into $BIN_DIR" >&2
     (cd "$BIN_DIR/src" && go get "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2 &&
       CGO_ENABLED=0 go build -trimpath -ldflags="-s $(version_flags)" -o "$BIN_DIR/kubectl" k8s.io/kubernetes/cmd/kubectl >&2) ||
