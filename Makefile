@@ -145,8 +145,20 @@ image: ## build the platform image (IMAGE=..., default: the tag the manifests pi
 pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this commit)
 	cd manifests/overlays/$(ENV) && $(KUSTOMIZE) edit set image ghcr.io/constructos/ml-platform=$(IMAGE)
 
-deploy: manifests-check ## apply an overlay to the current kubectl context (ENV=dev|staging|prod)
-	kubectl apply -k manifests/overlays/$(ENV)
+deploy: manifests-check ## apply an overlay server-side as field manager constructos-gitops (ENV=dev|staging|prod)
+	kubectl apply -k manifests/overlays/$(ENV) --server-side --field-manager=constructos-gitops
+
+# --- a real Kubernetes API server for the cluster tests -------------------------------------
+.PHONY: cluster-up cluster-down
+# kube-apiserver is built from the Go module proxy once, into the tools cache (keyed by version).
+export KUBE_VERSION ?= v1.31.4
+export CONSTRUCTOS_KUBECONFIG ?= $(CONSTRUCTOS_DATA_DIR)/cluster/kubeconfig
+
+cluster-up: ## kube-apiserver + etcd + the KServe/Strimzi/Prometheus Operator CRDs (no controllers, no kubelet)
+	CLUSTER_DIR=$(patsubst %/,%,$(dir $(CONSTRUCTOS_KUBECONFIG))) bash scripts/cluster.sh up
+
+cluster-down: ## stop the API server and etcd and delete their data
+	CLUSTER_DIR=$(patsubst %/,%,$(dir $(CONSTRUCTOS_KUBECONFIG))) bash scripts/cluster.sh down
 
 print-%: # the value of a make variable (tests ask for the pinned tools' paths)
 	@echo $($*)

@@ -41,6 +41,8 @@ class Settings(KafkaSettings, StoreSettings):
     """Records handled (validated, landed, committed) per batch."""
     trigger_max_event_bytes: int = Field(default=64 * 1024, gt=0)
     """Larger events are dead-lettered as oversized."""
+    trigger_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the trigger's ``/metrics`` and ``/healthz`` (0: off; the Deployment uses 9100)."""
 
     trigger_dead_letter_max_bytes: int = Field(default=256 * 1024, gt=0)
     """A dead-letter copy larger than this keeps its first bytes only (with its size and SHA-256)."""

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.kafka_broker",  # real-broker fixtures: kafka_broker, kafka_settings
     "tests.stores",  # PostgreSQL + S3 + MLflow of `make stores-up`: stores, private_stores
     "tests.oip_server",  # a real ModelServer for the OIP client and schema tests
+    "tests.kube_cluster",  # the real API server of `make cluster-up`: kube
 ]
 
 # Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the

@@ -222,6 +222,4 @@ def test_auto_rolls_back_after_the_failure_limit(manifests: Path) -> None:
     outcome = rollout.auto(args, overlay, lambda: None, lines.append, lambda: next(verdicts), sleep=lambda s: None)
     assert outcome == "rollback"
     assert any("check 4: rollback -> rollback" in line for line in lines)
-    assert plan.Serving.from_isvc(overlay.get("credit_risk")) == plan.Serving(
-        "models:/credit_risk@champion", None, None, 50
-    )
+    assert plan.Serving.from_isvc(overlay.get("credit_risk")) == plan.Serving("models:/credit_risk/1", None, None, 50)

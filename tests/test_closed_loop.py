@@ -253,7 +253,7 @@ def test_a_worse_shadow_challenger_is_rolled_back_by_rollout_auto(
     assert float(live[1]) < 0.65 < 0.75 < float(live[2])  # a coin against a model that ranks
     assert "alias challenger -> 2" in done.stdout  # the canary was started from the alias first
     rollout_file = (overlay / "rollout" / f"{MODEL}.yaml").read_text()
-    assert f"models:/{MODEL}@champion" in rollout_file and "canaryTrafficPercent" not in rollout_file
+    assert f"models:/{MODEL}/1" in rollout_file and "canaryTrafficPercent" not in rollout_file  # the pinned champion
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(MODEL, "challenger")

@@ -239,6 +239,11 @@ def lint_isvc(res: Resource, services: set[tuple[str, str]]) -> Iterator[Finding
     ):
         yield Finding(name, "model-name", "custom container without --model_name (KServe's default name is 'model')")
 
+    uris = [str(a).split("=", 1)[1] for c in cs[:1] for a in c.get("args", []) if str(a).startswith("--model_uri=")]
+    for uri in uris:
+        if not re.fullmatch(r"models:/[^/@]+/\d+", uri):
+            yield Finding(name, "pinned-version", f"serves {uri}: pin models:/<model>/<version> (an alias moves)")
+
     url = (predictor.get("logger") or {}).get("url")
     if url:
         host = urlparse(url).hostname or ""

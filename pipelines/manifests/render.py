@@ -104,11 +104,12 @@ def rollout_component(models: list[str]) -> str:
 
 
 def initial_rollout_state(model: str, overlay: Path, isvc: dict[str, Any]) -> str:
-    """A new model's rollout file: serve ``@champion``, no canary (as the rollout CLI writes it)."""
+    """A new model's rollout file: serve version 1 (the first the pipeline registers), no canary,
+    as the rollout CLI writes it: revisions pin a version, never an alias."""
     from pipelines.rollout.plan import Serving
     from pipelines.rollout.targets import Overlay
 
-    return Overlay(overlay).text(model, isvc, Serving(model_uri=f"models:/{model}@champion"))
+    return Overlay(overlay).text(model, isvc, Serving(model_uri=f"models:/{model}/1"))
 
 
 def rendered(manifests: Path = MANIFESTS, specs: dict[str, FeatureSpec] | None = None) -> dict[Path, str]:

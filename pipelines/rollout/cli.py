@@ -8,11 +8,19 @@
 * ``step``: change the canary share.
 * ``promote``: ``champion`` moves to the canary's version, ``challenger`` is dropped, and
   ``canaryTrafficPercent`` is removed so the new revision takes all traffic.
-* ``rollback``: the canary is pinned to 0 (traffic back on the previous revision at once),
-  then the previous spec is restored; ``challenger`` is dropped.
+* ``rollback``: the canary is pinned to 0% (traffic back on the previous revision at once),
+  the previous spec is restored (still at 0%), the restored revision is awaited (``--ready-timeout``),
+  and only then is the canary field dropped; ``challenger`` is dropped.
+* ``pin``: serve exactly ``--version`` (default: the ``champion`` alias's version) without a canary,
+  and point ``champion`` at it. Revisions always name a version, never the moving alias: a restarted
+  pod of an old revision must not load a newer model.
+* ``sync --overlay ENV``: write the live InferenceService's rollout state into the overlay (GitOps
+  then applies what runs instead of a conflict).
 
-Online, the InferenceService is patched through the Kubernetes API (JSON merge patches that
-carry ``resourceVersion``, so a concurrent change fails instead of being overwritten).
+Online, the InferenceService is patched through the Kubernetes API (JSON merge patches under the
+field manager ``constructos-rollout`` that carry ``resourceVersion``: a concurrent change is a
+conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.targets`
+for who owns which field).
 ``--dry-run`` prints the patches and alias moves and changes nothing. ``--overlay ENV`` works
 offline (GitOps): it renders the overlay with kustomize and rewrites
 ``manifests/overlays/ENV/rollout/<model>.yaml``; commit and apply that instead.
@@ -36,63 +44,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feature_specs import spec_names
-from pipelines.rollout.aliases import move_aliases, read_aliases
-from pipelines.rollout.plan import (
-    CHALLENGER,
-    CHAMPION,
-    COMMANDS,
-    NAMESPACE,
-    Plan,
-    Resource,
-    RolloutError,
-    Serving,
-    apply_merge_patch,
-    isvc_name,
-    merge_patch,
-    plan_promote,
-    plan_rollback,
-    plan_start,
-    plan_step,
-)
+from pipelines.rollout.aliases import read_aliases
+from pipelines.rollout.commands import plan_for, run, status_lines, sync
+from pipelines.rollout.plan import CHALLENGER, CHAMPION, COMMANDS, NAMESPACE, RolloutError, Serving
 from pipelines.rollout.targets import Cluster, Overlay, Target, overlay_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+__all__ = ["auto", "main", "parse_args", "plan_for", "run", "status_lines", "sync"]
+
 
 # --- command line ---------------------------------------------------------------------------
-
-
-def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], dict[str, str | None]]) -> Plan:
-    if args.command == "start":
-        version = args.version or aliases().get(CHALLENGER)
-        if not version:
-            raise RolloutError(f"{args.model}: no --version given and no `{CHALLENGER}` alias in MLflow")
-        return plan_start(args.model, current, version, args.percent)
-    if args.command == "step":
-        if args.percent is None:
-            raise RolloutError("step needs --percent")
-        return plan_step(args.model, current, args.percent)
-    if args.command == "promote":
-        return plan_promote(args.model, current)
-    return plan_rollback(args.model, current)
-
-
-def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | None) -> list[str]:
-    state = Serving.from_isvc(isvc)
-    lines = [
-        f"model:          {model} (InferenceService {isvc_name(model)})",
-        f"deploymentMode: {isvc['metadata'].get('annotations', {}).get('serving.kserve.io/deploymentMode')}",
-        f"model_uri:      {state.model_uri}",
-        f"canary:         {'none' if state.canary_percent is None else f'{state.canary_percent}%'}",
-        f"stable_uri:     {state.stable_uri or '-'}",
-        f"default canary: {state.default_percent}%",
-    ]
-    if aliases is not None:
-        lines += [f"alias {name}: {version or '-'}" for name, version in aliases.items()]
-    traffic = ((isvc.get("status") or {}).get("components") or {}).get("predictor", {}).get("traffic") or []
-    lines += [f"traffic:        {t.get('percent')}% -> {t.get('revisionName')}" for t in traffic]
-    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -108,6 +71,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifests", type=Path, default=Path(__file__).resolve().parents[2] / "manifests")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI / settings)")
     parser.add_argument("--no-aliases", action="store_true", help="leave the MLflow aliases alone")
+    parser.add_argument("--ready-timeout", type=float, default=600, metavar="S", help="wait for a revision (600)")
+    parser.add_argument("--retries", type=int, default=3, help="re-plans after a resourceVersion conflict (3)")
     canary = parser.add_argument_group("analyze / auto")
     canary.add_argument("--prometheus", metavar="URL", help="Prometheus HTTP API (default: the inference log on Kafka)")
     canary.add_argument("--window", type=int, default=600, metavar="S", help="seconds of traffic to analyse (600)")
@@ -118,8 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     canary.add_argument("--failure-limit", type=int, default=2, help="failed analyses before rolling back (auto)")
     canary.add_argument("--max-checks", type=int, default=20, help="analyses before giving up: rollback (auto)")
     args = parser.parse_args(argv)
-    if args.offline and not args.overlay:
-        parser.error("--offline needs --overlay ENV")
+    if (args.offline or args.command == "sync") and not args.overlay:
+        parser.error(f"{'sync' if args.command == 'sync' else '--offline'} needs --overlay ENV")
     return args
 
 
@@ -130,36 +95,6 @@ def mlflow_client(tracking_uri: str | None) -> MlflowClient:
 
     uri = tracking_uri or get_settings().tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient]) -> list[str]:
-    """Carry out one command; returns what it did (or would do, with --dry-run)."""
-    isvc = where.get(args.model)
-    if args.command == "status":
-        aliases = None if args.no_aliases else read_aliases(client(), args.model)
-        return status_lines(args.model, isvc, aliases)
-
-    plan = plan_for(args, Serving.from_isvc(isvc), lambda: read_aliases(client(), args.model))
-    steps = plan.steps
-    out: list[str] = []
-    if isinstance(where, Overlay) and len(steps) > 1:
-        steps = steps[:1]  # GitOps: each step is its own commit and apply
-        out.append(f"step 1 of {len(plan.steps)}: apply this, then run `{args.command}` again")
-    if args.dry_run:
-        out += [f"alias {a} -> {v or '(drop)'}" for a, v in plan.aliases.items() if not args.no_aliases]
-        for target in steps:
-            out.append(where.describe(args.model, isvc, target))
-            isvc = apply_merge_patch(isvc, merge_patch(isvc, target))
-        return out
-    # Aliases first: every command is then safe to re-run if the patch fails.
-    if plan.aliases and not args.no_aliases:
-        move_aliases(client(), args.model, plan.aliases)
-        out += [f"alias {a} -> {v or '(dropped)'}" for a, v in plan.aliases.items()]
-    for i, target in enumerate(steps):
-        if i:
-            isvc = where.get(args.model)  # fresh resourceVersion for the next patch
-        out.append(where.apply(args.model, isvc, target))
-    return out
 
 
 # --- analyze / auto ------------------------------------------------------------------------
@@ -255,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(verdict.lines()))
         return {"promote": 0, "rollback": 1}.get(verdict.decision, 3)
     try:
+        if args.command == "sync":
+            print("\n".join(sync(args)))
+            return 0
         where: Target = Overlay(overlay_dir(args.overlay, args.manifests)) if args.overlay else Cluster(args.namespace)
         if args.command == "auto":
             outcome = auto(args, where, lambda: mlflow_client(args.tracking_uri))

@@ -14,8 +14,10 @@ NAMESPACE = "constructos-ml"
 URI_ARG = "--model_uri="
 STABLE_ANNOTATION = "constructos.io/stable-model-uri"
 PERCENT_ANNOTATION = "constructos.io/canary-percent"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+CANARY_MODES = ("Knative", "Serverless")  # Serverless: KServe < 0.16's name of Knative mode
 CHAMPION, CHALLENGER = "champion", "challenger"
-COMMANDS = ("status", "start", "step", "promote", "rollback", "analyze", "auto")
+COMMANDS = ("status", "start", "step", "promote", "rollback", "pin", "sync", "analyze", "auto")
 
 Resource = dict[str, Any]
 
@@ -59,6 +61,8 @@ class Serving:
     """While a canary runs: the model URI that serves the rest of the traffic."""
     default_percent: int = 10
     """The canary share ``start`` uses when none is given (per model, set by the overlay)."""
+    mode: str | None = "Knative"
+    """KServe deployment mode (annotation): ``canaryTrafficPercent`` works only in Knative mode."""
 
     @property
     def canary_running(self) -> bool:
@@ -73,12 +77,20 @@ class Serving:
             canary_percent=predictor.get("canaryTrafficPercent"),
             stable_uri=annotations.get(STABLE_ANNOTATION),
             default_percent=int(annotations.get(PERCENT_ANNOTATION, 10)),
+            mode=annotations.get(MODE_ANNOTATION),
         )
 
 
 @dataclass(frozen=True)
+class Step:
+    target: Serving
+    wait_ready: bool = False
+    """Wait until the KServe controller reports the revision of ``target`` ready before going on."""
+
+
+@dataclass(frozen=True)
 class Plan:
-    steps: tuple[Serving, ...]
+    steps: tuple[Step, ...]
     """Target states, applied one after the other."""
     aliases: dict[str, str | None] = field(default_factory=dict)
     """MLflow alias -> version to point it at; None drops the alias."""
@@ -94,17 +106,24 @@ def model_uri_of(container: Resource) -> str:
 def plan_start(model: str, current: Serving, version: str, percent: int | None = None) -> Plan:
     if current.canary_running:
         raise RolloutError(f"{model}: a canary of {current.model_uri} is running; promote or roll back first")
+    if current.mode not in CANARY_MODES:
+        raise RolloutError(f"{model}: deployment mode {current.mode!r} ignores canaryTrafficPercent; use Knative")
+    if uri_version(current.model_uri) is None:
+        raise RolloutError(
+            f"{model}: the stable revision serves {current.model_uri}, a moving alias; `pin` a version first"
+        )
     uri = version_uri(model, version)
     if uri == current.model_uri:
         raise RolloutError(f"{model}: {uri} is already serving")
     share = check_percent(current.default_percent if percent is None else percent)
-    return Plan((Serving(uri, share, current.model_uri, current.default_percent),), {CHALLENGER: version})
+    target = replace(current, model_uri=uri, canary_percent=share, stable_uri=current.model_uri)
+    return Plan((Step(target),), {CHALLENGER: version})
 
 
 def plan_step(model: str, current: Serving, percent: int) -> Plan:
     if not current.canary_running:
         raise RolloutError(f"{model}: no canary is running; `start` one first")
-    return Plan((replace(current, canary_percent=check_percent(percent)),))
+    return Plan((Step(replace(current, canary_percent=check_percent(percent))),))
 
 
 def plan_promote(model: str, current: Serving) -> Plan:
@@ -113,19 +132,43 @@ def plan_promote(model: str, current: Serving) -> Plan:
     version = uri_version(current.model_uri)
     if version is None:
         raise RolloutError(f"{model}: the canary {current.model_uri} pins no registry version")
-    target = Serving(current.model_uri, None, None, current.default_percent)
-    return Plan((target,), {CHAMPION: version, CHALLENGER: None})
+    target = replace(current, canary_percent=None, stable_uri=None)
+    return Plan((Step(target),), {CHAMPION: version, CHALLENGER: None})
 
 
-def plan_rollback(model: str, current: Serving) -> Plan:
+def plan_rollback(model: str, current: Serving, champion: str | None = None) -> Plan:
+    """Never all traffic to the canary: pin it at 0% (the previous revision takes everything),
+    restore the previous spec (still at 0%: a new revision that gets no traffic yet), wait until
+    that revision is ready, and only then drop the canary field. Dropping it earlier would route
+    everything to the latest *ready* revision: the canary. Re-running continues where it stopped."""
     if not current.canary_running:
         raise RolloutError(f"{model}: no canary is running; nothing to roll back")
-    # A canary started without this tool has no recorded stable URI: the champion is the stable one.
-    stable = current.stable_uri or f"models:/{model}@{CHAMPION}"
-    restored = Serving(stable, None, None, current.default_percent)
-    pinned = replace(current, canary_percent=0)
-    steps = (restored,) if current.canary_percent == 0 else (pinned, restored)
-    return Plan(steps, {CHALLENGER: None})
+    # A canary started without this tool has no recorded stable URI: the champion's version is.
+    stable = current.stable_uri or (version_uri(model, champion) if champion else None)
+    if stable is None or uri_version(stable) is None:
+        raise RolloutError(f"{model}: no pinned version to return to (stable {stable!r}); `pin` one instead")
+    restoring = replace(current, model_uri=stable, canary_percent=0, stable_uri=stable)
+    steps = (
+        [] if current.canary_percent == 0 or current.model_uri == stable else [Step(replace(current, canary_percent=0))]
+    )
+    steps += [Step(restoring, wait_ready=True), Step(replace(restoring, canary_percent=None, stable_uri=None))]
+    return Plan(tuple(steps), {CHALLENGER: None})
+
+
+def plan_pin(model: str, current: Serving, version: str) -> Plan:
+    """Serve exactly ``version`` (no canary): a first champion, or an alias replaced by a version."""
+    if current.canary_running:
+        raise RolloutError(f"{model}: a canary of {current.model_uri} is running; promote or roll back first")
+    return Plan((Step(replace(current, model_uri=version_uri(model, version))),), {CHAMPION: version})
+
+
+def revision_ready(isvc: Resource) -> bool:
+    """The controller has seen the current spec and its newest predictor revision is ready."""
+    status = isvc.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    seen = int(status.get("observedGeneration") or 0) >= int(isvc.get("metadata", {}).get("generation") or 0)
+    created = predictor.get("latestCreatedRevision")
+    return seen and bool(created) and predictor.get("latestReadyRevision") == created
 
 
 # --- patch bodies (pure) --------------------------------------------------------------------

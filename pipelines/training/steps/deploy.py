@@ -103,11 +103,16 @@ def find_isvc(model: str, manifests: Path = MANIFESTS) -> dict[str, Any] | None:
     return None
 
 
-def render_isvc(base: dict[str, Any], model: str, version: str, canary_percent: int | None) -> dict[str, Any]:
-    """``base`` serving ``models:/<model>/<version>``; ``canaryTrafficPercent`` when given."""
+def render_isvc(
+    base: dict[str, Any], model: str, version: str, canary_percent: int | None, image: str | None = None
+) -> dict[str, Any]:
+    """``base`` serving ``models:/<model>/<version>`` from ``image`` (the base's image names no tag:
+    kustomize adds it); ``canaryTrafficPercent`` when given."""
     isvc = copy.deepcopy(base)
     predictor = isvc["spec"]["predictor"]
     container = predictor["containers"][0]
+    if image:
+        container["image"] = image
     args = [a for a in container.get("args", []) if not str(a).startswith("--model_uri")]
     container["args"] = [*args, f"--model_uri=models:/{model}/{version}"]
     if canary_percent is None:
@@ -122,17 +127,17 @@ def render_isvc(base: dict[str, Any], model: str, version: str, canary_percent: 
 def apply_isvc(model: str, version: str, share: int | None) -> str:
     """On a cluster, move the live InferenceService the way ``pipelines.rollout`` does.
 
-    A challenger becomes a canary of ``share`` percent (only the model URI and canary fields are
-    patched, with a conflict check). A first champion needs no patch: the live service serves
-    ``models:/<model>@champion`` and its predictor retries loading until the alias exists.
+    A challenger becomes a canary of ``share`` percent; a first champion is pinned (the service
+    serves exactly that version). Only the model URI and canary fields are patched, with a
+    conflict check, under the rollout's field manager.
     """
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return "skipped: not inside a Kubernetes cluster (the rendered manifest is the artifact)"
-    if share is None:
-        return f"alias champion -> version {version}; the live InferenceService loads it"
     from pipelines.rollout import plan, targets
 
     namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else plan.NAMESPACE
+    if share is None:
+        return targets.pin_version(model, version, namespace=namespace)
     return targets.start_canary(model, version, share, namespace=namespace)
 
 
@@ -151,7 +156,7 @@ def deploy_isvc(spec: FeatureSpec, registration: Registration, out: Path, *, can
     share = None
     if registration.alias == mlflow_store.CHALLENGER:
         share = spec.rollout.canary_percent if canary_percent < 0 else canary_percent
-    isvc = render_isvc(base, spec.name, registration.version, share)
+    isvc = render_isvc(base, spec.name, registration.version, share, image)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(isvc, sort_keys=False))
     outcome = apply_isvc(spec.name, registration.version, share)

@@ -1,0 +1,128 @@
+"""Carrying out one rollout command on a target (cluster or overlay): plan from the current state,
+move the MLflow aliases, apply the steps (waiting where a step says so), and re-plan from the
+fresh state after a ``resourceVersion`` conflict. :mod:`pipelines.rollout.cli` is the command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipelines.rollout.aliases import move_aliases, read_aliases
+from pipelines.rollout.plan import (
+    CHALLENGER,
+    CHAMPION,
+    Plan,
+    Resource,
+    RolloutError,
+    Serving,
+    apply_merge_patch,
+    isvc_name,
+    merge_patch,
+    plan_pin,
+    plan_promote,
+    plan_rollback,
+    plan_start,
+    plan_step,
+)
+from pipelines.rollout.targets import Cluster, Conflict, Overlay, Target, overlay_dir
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], dict[str, str | None]]) -> Plan:
+    if args.command == "start":
+        version = args.version or aliases().get(CHALLENGER)
+        if not version:
+            raise RolloutError(f"{args.model}: no --version given and no `{CHALLENGER}` alias in MLflow")
+        return plan_start(args.model, current, version, args.percent)
+    if args.command == "step":
+        if args.percent is None:
+            raise RolloutError("step needs --percent")
+        return plan_step(args.model, current, args.percent)
+    if args.command == "promote":
+        return plan_promote(args.model, current)
+    if args.command == "pin":
+        version = args.version or aliases().get(CHAMPION)
+        if not version:
+            raise RolloutError(f"{args.model}: no --version given and no `{CHAMPION}` alias in MLflow")
+        return plan_pin(args.model, current, version)
+    champion = None if current.stable_uri or args.no_aliases else aliases().get(CHAMPION)
+    return plan_rollback(args.model, current, champion)
+
+
+def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | None) -> list[str]:
+    state = Serving.from_isvc(isvc)
+    lines = [
+        f"model:          {model} (InferenceService {isvc_name(model)})",
+        f"deploymentMode: {isvc['metadata'].get('annotations', {}).get('serving.kserve.io/deploymentMode')}",
+        f"model_uri:      {state.model_uri}",
+        f"canary:         {'none' if state.canary_percent is None else f'{state.canary_percent}%'}",
+        f"stable_uri:     {state.stable_uri or '-'}",
+        f"default canary: {state.default_percent}%",
+    ]
+    if aliases is not None:
+        lines += [f"alias {name}: {version or '-'}" for name, version in aliases.items()]
+    traffic = ((isvc.get("status") or {}).get("components") or {}).get("predictor", {}).get("traffic") or []
+    lines += [f"traffic:        {t.get('percent')}% -> {t.get('revisionName')}" for t in traffic]
+    return lines
+
+
+def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient]) -> list[str]:
+    """Carry out one command; returns what it did (or would do, with --dry-run)."""
+    isvc = where.get(args.model)
+    if args.command == "status":
+        aliases = None if args.no_aliases else read_aliases(client(), args.model)
+        return status_lines(args.model, isvc, aliases)
+
+    def plan_now(isvc: Resource) -> Plan:
+        return plan_for(args, Serving.from_isvc(isvc), lambda: read_aliases(client(), args.model))
+
+    plan = plan_now(isvc)
+    out: list[str] = []
+    if args.dry_run:
+        out += [f"alias {a} -> {v or '(drop)'}" for a, v in plan.aliases.items() if not args.no_aliases]
+        for step in plan.steps:
+            out.append(where.describe(args.model, isvc, step.target))
+            isvc = apply_merge_patch(isvc, merge_patch(isvc, step.target))
+            out += ["wait until the new revision is ready"] if step.wait_ready else []
+        return out
+    # Aliases first: every command is then safe to re-run if a patch fails.
+    if plan.aliases and not args.no_aliases:
+        move_aliases(client(), args.model, plan.aliases)
+        out += [f"alias {a} -> {v or '(dropped)'}" for a, v in plan.aliases.items()]
+    for attempt in range(args.retries + 1):
+        try:
+            return out + apply_steps(args, where, isvc, plan)
+        except Conflict as e:
+            if attempt == args.retries:
+                raise RolloutError(f"{e}; gave up after {attempt + 1} attempts: check who else writes it") from e
+            out.append(f"conflict: {e}; re-reading and re-planning")
+            isvc = where.get(args.model)
+            plan = plan_now(isvc)  # the plans are state machines: from the new state, what is left
+    raise AssertionError("unreachable")
+
+
+def apply_steps(args: argparse.Namespace, where: Target, isvc: Resource, plan: Plan) -> list[str]:
+    out: list[str] = []
+    steps = plan.steps
+    if isinstance(where, Overlay):  # GitOps: each step is its own commit and apply; nothing to wait for
+        steps = tuple(s for s in steps if s.target != Serving.from_isvc(isvc))[:1]
+        if len(plan.steps) > 1:
+            out.append(f"one step of {args.command}: apply this, then run `{args.command}` again")
+    for i, step in enumerate(steps):
+        if i:
+            isvc = where.get(args.model)  # fresh resourceVersion for the next patch
+        if step.target != Serving.from_isvc(isvc):
+            out.append(where.apply(args.model, isvc, step.target))
+        if step.wait_ready:
+            out.append(where.wait_ready(args.model, args.ready_timeout))
+    return out
+
+
+def sync(args: argparse.Namespace) -> list[str]:
+    """The live rollout state, written into the overlay GitOps applies."""
+    live = Serving.from_isvc(Cluster(args.namespace).get(args.model))
+    overlay = Overlay(overlay_dir(args.overlay, args.manifests))
+    return [overlay.apply(args.model, overlay.get(args.model), live)]
