@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from predictors.base import SpecModel
-from predictors.registry import PREDICTORS
+from predictors.registry import model_names, predictor_class
 from predictors.settings import ServingSettings
 from predictors.tensors import ClientError, Tensor
 from tests.helpers import v2_body
@@ -29,10 +29,10 @@ async def answer_all(model: SpecModel, batch: list[list[Tensor]]) -> list[list[t
     return await asyncio.gather(*(model.infer(tensors, [], f"r{i}") for i, tensors in enumerate(batch)))
 
 
-@pytest.mark.parametrize(("name", "use_onnx"), [*((name, True) for name in PREDICTORS), ("credit_risk", False)])
+@pytest.mark.parametrize(("name", "use_onnx"), [*((name, True) for name in model_names()), ("credit_risk", False)])
 def test_batched_answers_equal_unbatched(model_dirs: dict[str, Path], name: str, use_onnx: bool) -> None:
-    alone = PREDICTORS[name](str(model_dirs[name]), settings=ServingSettings(use_onnx=use_onnx))
-    batched = PREDICTORS[name](
+    alone = predictor_class(name)(str(model_dirs[name]), settings=ServingSettings(use_onnx=use_onnx))
+    batched = predictor_class(name)(
         str(model_dirs[name]), settings=ServingSettings(use_onnx=use_onnx, batching=True, batch_max_rows=16)
     )
     assert alone.load() and batched.load() and batched.batcher is not None
@@ -46,7 +46,7 @@ def test_batched_answers_equal_unbatched(model_dirs: dict[str, Path], name: str,
 
 
 def test_a_bad_request_does_not_spoil_the_batch(model_dirs: dict[str, Path]) -> None:
-    model = PREDICTORS["credit_risk"](str(model_dirs["credit_risk"]), settings=ServingSettings(batching=True))
+    model = predictor_class("credit_risk")(str(model_dirs["credit_risk"]), settings=ServingSettings(batching=True))
     assert model.load()
     good = requests("credit_risk", 3)
     bad = [Tensor("industry_segment", "BYTES", (1,), [42])]

@@ -19,12 +19,12 @@ import tritonclient.http as triton_http
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from predictors.registry import PREDICTORS
+from predictors.registry import model_names
 from tests.helpers import v2_body
 from tests.oip_server import OipServer
 
 pytestmark = pytest.mark.integration
-MODELS = list(PREDICTORS)
+MODELS = list(model_names())
 ROOT = Path(__file__).resolve().parents[1]
 NUMPY = {"FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
 

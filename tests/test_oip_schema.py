@@ -19,7 +19,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from predictors.registry import PREDICTORS
+from predictors.registry import model_names
 from tests.helpers import v2_body
 from tests.oip_server import OipServer
 
@@ -42,7 +42,7 @@ def test_every_route_answers_in_the_published_schema(oip_server: OipServer) -> N
         validate(response.json(), "metadata_server_response")
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert HTTP.get(url + path).status_code == 200
-    for name in PREDICTORS:
+    for name in model_names():
         for prefix in (f"/v2/models/{name}", f"/v2/models/{name}/versions/1"):
             validate(HTTP.get(url + prefix).json(), "metadata_model_response")
             assert HTTP.get(f"{url}{prefix}/ready").status_code == 200
@@ -109,7 +109,7 @@ def _fuzz_schema() -> dict[str, Any]:
         fixed = path.replace("${", "{")
         for parameter in item.get("parameters", []):
             if parameter["name"] == "MODEL_NAME":
-                parameter["schema"] = {"type": "string", "enum": [*PREDICTORS, "unknown_model"]}
+                parameter["schema"] = {"type": "string", "enum": [*model_names(), "unknown_model"]}
         paths[fixed] = item
         if "{MODEL_VERSION}" in fixed:
             unversioned = copy.deepcopy(item)
