@@ -85,7 +85,7 @@ build() {
 info() {
   local image="${1:?usage: image.sh info IMAGE}"
   "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image"
-  "${BUILDAH[@]}" inspect --type image --format '{{len .OCIv1.RootFS.DiffIDs}} layers' "$image"
+  "${BUILDAH[@]}" inspect --type image --format '{{len .OCIv1.RootFS.DiffIDs}} layers{{println}}' "$image"
 }
 
 [[ $EUID -eq 0 ]] || die "buildah with vfs storage and chroot isolation runs as root here"
