@@ -29,7 +29,7 @@ import yaml
 
 from feature_specs import Validator, load_spec
 from feature_specs.reference import build_reference, write_reference
-from feature_specs.synthetic import generate
+from feature_specs.synthetic import generate, to_events
 from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
 from pipelines.manifests.check import MANIFESTS
 from pipelines.manifests.scrape import prometheus_config
@@ -37,6 +37,7 @@ from pipelines.monitoring.live_accuracy import outcome_event
 from pipelines.monitoring.outcomes import publish_outcomes
 from pipelines.rollout.evidence import prometheus
 from pipelines.settings import Settings
+from pipelines.streaming.publish import publish_events
 from pipelines.training.steps.train import scores
 from tests.kafka_broker import ROOT, free_port
 from tests.test_closed_loop import environment, process, score, serve, wait_for, world  # noqa: F401
@@ -147,14 +148,15 @@ def test_prometheus_scrapes_the_services_as_the_monitors_say(
         up = subprocess.run(["bash", "scripts/prometheus.sh", "up", str(tmp_path / "prometheus.yml")],
                             cwd=ROOT, env=prom_env, capture_output=True, text=True, check=False)  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
-        wait_for("predictor ready", lambda: httpx.get(f"{url['predictor']}/v2/models/{MODEL}/ready").status_code == 200,
-                 logs["predictor"])  # fmt: skip
+        for name, model in (("predictor", MODEL), ("regression", REGRESSION)):
+            ready = f"{url[name]}/v2/models/{model}/ready"
+            wait_for(f"{model} ready", lambda r=ready: httpx.get(r).status_code == 200, logs[name], timeout_s=300)
         wait_for("monitoring consuming", lambda: httpx.get(f"{url['monitoring']}/healthz").json()["consuming"],
-                 logs["monitoring"])  # fmt: skip
+                 logs["monitoring"], timeout_s=300)  # fmt: skip
         query = prometheus(prom)
 
         # Every job of the monitors is scraped, with the labels the operator would set.
-        targets = wait_for("all targets up", lambda: _all_up(query), home / "prometheus.log", timeout_s=60)
+        targets = wait_for("all targets up", lambda: _all_up(query), home / "prometheus.log", timeout_s=120)
         assert targets == {
             ("constructos-ml/predictors", "credit-risk-local"),
             ("constructos-ml/predictors", "stock-demand-local"),
@@ -193,8 +195,15 @@ def test_prometheus_scrapes_the_services_as_the_monitors_say(
             wait_for("every dashboard panel has data", every_panel_has_data, timeout_s=180)
         except TimeoutError:
             pytest.fail("panels without data:\n" + "\n".join(empty))
-        trigger_rows = query('constructos_trigger_events_total{model="credit_risk",result="landed"}')
-        assert trigger_rows and trigger_rows[0][0]["pod"] == "trigger-local"
+        # The trigger's own counters, as scraped: 30 events published, 3 of them malformed.
+        events = to_events(generate(MODEL, 30, seed=4), seed=4)
+        for e in events[::10]:
+            e["company_age_years"] = "unknown"
+        publish_events(MODEL, events, world)
+        counted = 'constructos_trigger_events_total{model="credit_risk",result="%s"}'
+        counts = lambda: [sum(v for _, v in query(counted % r)) for r in ("landed", "rejected")]  # noqa: E731
+        wait_for("the trigger's counts in Prometheus", lambda: counts() == [27, 3], logs["trigger"])
+        assert query(counted % "landed")[0][0]["pod"] == "trigger-local"
 
         analyze = [sys.executable, "-m", "pipelines.rollout", "analyze", MODEL, "--prometheus", prom,
                    "--min-rows", "200", "--min-labels", "200"]  # fmt: skip
