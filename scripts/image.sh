@@ -13,6 +13,7 @@
 #   DEBIAN_SUITE    suite of the Debian base (default bookworm: Python 3.11, as the lock needs)
 #   DEBIAN_MIRROR   mirror for debootstrap (default: debootstrap's own)
 #   BUILDAH         the buildah command (default: buildah --storage-driver vfs)
+#   IMAGE_LAYERS    1: keep every step as a cached layer (fast rebuilds, but full copies on vfs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,8 +77,11 @@ build() {
       --build-arg SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
       --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt --build-arg UV_SYSTEM_CERTS=1)
   fi
+  # vfs has no copy-on-write: a cached layer is a full copy of the tree, so none are kept (the
+  # package downloads are, in the Dockerfile's cache mount). IMAGE_LAYERS=1 keeps them.
+  [[ "${IMAGE_LAYERS:-0}" == 1 ]] && args+=(--layers)
   log "building $image from $from"
-  "${BUILDAH[@]}" build --isolation chroot --layers --build-arg BASE="$from" "${args[@]}" \
+  "${BUILDAH[@]}" build --isolation chroot --build-arg BASE="$from" "${args[@]}" \
     --tag "$image" --file "$ROOT/Dockerfile" "$ROOT"
   info "$image"
 }
