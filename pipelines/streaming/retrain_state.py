@@ -38,10 +38,6 @@ class RetrainState:
         with self._lock:
             return [(k, dict(v)) for k, v in self._keys.items() if v["status"] == "pending"]
 
-    def entries(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(v) for v in self._keys.values()]
-
     def record(self, key: str, model: str, status: str, *, rows: int | None = None, **details: Any) -> None:
         """Set a key's status (merging ``details``); ``rows`` also moves the model's baseline."""
         with self._lock:

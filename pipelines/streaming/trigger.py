@@ -95,10 +95,6 @@ class Trigger:
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
     def run(self, exit_when_idle_s: float | None = None) -> None:
         """Consume until stopped (or idle that long); reconnects with backoff on Kafka failures."""
         attempt = 0
@@ -214,13 +210,9 @@ class Trigger:
             table = self.intakes[model].table(list(fresh.values()), datetime.now(UTC).isoformat())
             landing.write_part(self.root, model, table)
             landed.update(fresh)
-        for result, count in (
-            ("landed", len(fresh)),
-            ("duplicates", len(good) - len(fresh)),
-            ("rejected", len(rejects)),
-        ):
-            self.stats[result] += count
-            self.stats[f"{model}:{result}"] += count  # per model, for /metrics
+        self.stats["landed"] += len(fresh)
+        self.stats["duplicates"] += len(good) - len(fresh)
+        self.stats["rejected"] += len(rejects)
         if rejects:
             reasons = Counter(r.field for r in rejects)
             log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(rejects), dict(reasons))
@@ -313,10 +305,6 @@ def main(argv: Iterable[str] | None = None) -> None:
     trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trigger.stop())
-    if trigger.settings.trigger_metrics_port:
-        from pipelines.streaming.trigger_metrics import serve_metrics
-
-        serve_metrics(trigger, trigger.settings.trigger_metrics_port)
     trigger.run(exit_when_idle_s=args.exit_when_idle)
 
 
