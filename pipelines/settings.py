@@ -42,6 +42,8 @@ class Settings(KafkaSettings):
     """Records handled (validated, landed, committed) per batch."""
     trigger_max_event_bytes: int = Field(default=64 * 1024, gt=0)
     """Larger events are dead-lettered as oversized."""
+    trigger_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the trigger's ``/metrics`` and ``/healthz`` (0: off; the Deployment uses 9100)."""
 
     pipeline_runner: Literal["local", "kfp"] = "local"
     """Where training runs go: ``local`` (kfp.local in this process) or ``kfp`` (a KFP endpoint)."""

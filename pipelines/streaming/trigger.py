@@ -44,8 +44,9 @@ from kafka.errors import KafkaError
 
 from feature_specs import SPEC_NAMES, load_spec
 from pipelines.settings import Settings, get_settings
-from pipelines.streaming import landing
+from pipelines.streaming import health, landing
 from pipelines.streaming.events import EventPublisher
+from pipelines.streaming.health import Heartbeat
 from pipelines.streaming.intake import Intake, Reject
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.topics import RETRAIN_REQUESTS, dlq, ensure_topics, named
@@ -89,6 +90,7 @@ class Trigger:
         self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
         self._events = EventPublisher(self.settings)
         self._connected = False
+        self.heartbeat = Heartbeat()  # the health port's liveness signal
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Trigger:
                         delay,
                         attempt,
                     )
+                    self.heartbeat.beat()
                     self._stop.wait(delay)
         finally:
             self._launches.shutdown(wait=True, cancel_futures=True)
@@ -160,6 +163,7 @@ class Trigger:
                 if time.monotonic() - reported > 60 and dict(self.stats) != last:
                     last, reported = dict(self.stats), time.monotonic()
                     log.info("so far: %s", last)
+                self.heartbeat.beat()
                 batch = consumer.poll(timeout_ms=500)
                 if not batch:
                     if not consumer.assignment():  # still joining the group: not idle
@@ -305,6 +309,10 @@ def main(argv: Iterable[str] | None = None) -> None:
     trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trigger.stop())
+    settings = trigger.settings
+    if settings.trigger_metrics_port:  # silent longer than a batch or a reconnect pause could last: hung
+        silence = max(120.0, 2 * settings.kafka_retry_max_s)
+        health.serve(settings.trigger_metrics_port, trigger.stats, trigger.heartbeat, silence)
     trigger.run(exit_when_idle_s=args.exit_when_idle)
 
 
