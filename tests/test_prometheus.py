@@ -163,6 +163,9 @@ def test_prometheus_scrapes_the_services_as_the_monitors_say(
             ("constructos-ml/trigger", "trigger-local"),
             ("monitoring", "monitoring-local"),
         }
+        # the PodMonitor's own relabelings ran on the pod labels the manifests give the predictors
+        relabelled = {labels.get("inferenceservice") for labels, _ in query('up{job="constructos-ml/predictors"}')}
+        assert relabelled == {"credit-risk", "stock-demand"}
 
         data = generate(MODEL, 1000, seed=31).frame  # ~60 defaults: enough to rank two models
         ids = score(url["predictor"], data)
@@ -200,7 +203,7 @@ def test_prometheus_scrapes_the_services_as_the_monitors_say(
         for e in events[::10]:
             e["company_age_years"] = "unknown"
         publish_events(MODEL, events, world)
-        counted = 'constructos_trigger_events_total{model="credit_risk",result="%s"}'
+        counted = 'constructos_trigger_events_total{outcome="%s"}'
         counts = lambda: [sum(v for _, v in query(counted % r)) for r in ("landed", "rejected")]  # noqa: E731
         wait_for("the trigger's counts in Prometheus", lambda: counts() == [27, 3], logs["trigger"])
         assert query(counted % "landed")[0][0]["pod"] == "trigger-local"

@@ -36,17 +36,22 @@ def test_each_monitor_selects_its_workloads_with_the_operators_labels(resources:
     }  # MLflow is given an address but no monitor selects it
     predictors = jobs["podMonitor/constructos-ml/predictors/0"]
     assert [g["targets"] for g in predictors["static_configs"]] == [["127.0.0.1:1001"], ["127.0.0.1:1002"]]
-    assert predictors["static_configs"][0]["labels"] == {
+    labels = predictors["static_configs"][0]["labels"]
+    assert {k: v for k, v in labels.items() if not k.startswith("__")} == {
         "namespace": "constructos-ml",
         "pod": "credit-risk-local",
         "container": "kserve-container",
         "endpoint": "http1",
         "job": "constructos-ml/predictors",
     }
+    # the monitor's relabelings read the pod's labels as Kubernetes discovery presents them
+    assert labels["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"] == "credit-risk"
+    assert {"source_labels": ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"],
+            "target_label": "inferenceservice"} in predictors["relabel_configs"]  # fmt: skip
     assert jobs["podMonitor/constructos-ml/trigger/0"]["static_configs"][0]["labels"]["endpoint"] == "metrics"
     monitoring = jobs["serviceMonitor/constructos-ml/monitoring/0"]
     assert monitoring["static_configs"][0]["labels"]["service"] == "monitoring"
-    assert (monitoring["metrics_path"], monitoring["scrape_interval"]) == ("/metrics", "15s")
+    assert (monitoring["metrics_path"], monitoring["scrape_interval"]) == ("/metrics", "30s")
 
 
 def test_one_local_server_for_several_predictors_is_one_target(resources: list[dict[str, Any]]) -> None:

@@ -7,7 +7,8 @@ the predictor pod KServe labels ``serving.kserve.io/inferenceservice=<name>``, `
 Each monitor's selector is matched against them (and a ServiceMonitor's through the Services it
 selects), its endpoint's port must exist on the pod, and every selected workload that is given a
 local address becomes a target with the labels the operator's relabelling sets (``namespace``,
-``pod``, ``container``, ``endpoint``, ``service``, ``job``). A monitor that selects nothing is an error.
+``pod``, ``container``, ``endpoint``, ``service``, ``job``) and the ``__meta_kubernetes_*`` labels a
+monitor's own ``relabelings`` read (pod labels, names). A monitor that selects nothing is an error.
 
     python -m pipelines.manifests.scrape --target credit-risk=127.0.0.1:8080 --target monitoring=127.0.0.1:8000 \\
         [--overlay manifests/overlays/dev] [--interval 5s] > prometheus.yml
@@ -94,6 +95,19 @@ def _namespaces(monitor: Resource) -> set[str] | None:
     return set(chosen.get("matchNames") or [monitor["metadata"].get("namespace", "default")])
 
 
+def _meta(pod: Pod, labels: dict[str, str]) -> dict[str, str]:
+    """The Kubernetes discovery labels a monitor's ``relabelings`` read (dropped after relabelling)."""
+    meta = {
+        "__meta_kubernetes_namespace": pod.namespace,
+        "__meta_kubernetes_pod_name": pod.name,
+        "__meta_kubernetes_pod_container_name": labels["container"],
+    }
+    meta |= {f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v for k, v in pod.labels.items()}
+    if "service" in labels:
+        meta["__meta_kubernetes_service_name"] = labels["service"]
+    return meta
+
+
 def _relabel(rules: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return [{RELABEL_KEYS.get(k, k): v for k, v in rule.items()} for rule in rules or []]
 
@@ -161,7 +175,7 @@ def scrape_configs(
             for pod, labels in selected:
                 address = targets.get(pod.workload)
                 if address and address not in groups:
-                    groups[address] = {"namespace": pod.namespace, "pod": pod.name, **labels}
+                    groups[address] = {"namespace": pod.namespace, "pod": pod.name, **labels, **_meta(pod, labels)}
             if not groups:
                 continue
             job: dict[str, Any] = {
