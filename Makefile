@@ -94,6 +94,7 @@ demo-train: $(STAMP) ## land synthetic data where missing, train every model, co
 # --- Kafka: broker, trigger, publisher -----------------------------------------------------
 .PHONY: publish bench-trigger
 ROWS ?= 5000
+TRIGGER_METRICS_PORT ?= 8001
 
 kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars in the tools cache, data in DATA_DIR/kafka) + topics
 	bash scripts/kafka.sh up
@@ -102,8 +103,8 @@ kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars in the tools cache, d
 kafka-down: ## stop the local Kafka broker (its data is kept)
 	bash scripts/kafka.sh down
 
-trigger: $(STAMP) ## run the Kafka trigger: land events, dead-letter bad ones, launch retraining
-	$(PY) -m pipelines.streaming.trigger
+trigger: $(STAMP) ## run the Kafka trigger: land events, dead-letter bad ones, launch retraining; /metrics on TRIGGER_METRICS_PORT
+	CONSTRUCTOS_TRIGGER_METRICS_PORT=$(TRIGGER_METRICS_PORT) $(PY) -m pipelines.streaming.trigger
 
 publish: $(STAMP) ## send ROWS synthetic events of MODEL (or FILE=rows.csv|rows.parquet) to its topic
 	$(PY) -m pipelines.streaming.publish $(MODEL) $(if $(FILE),--file $(FILE),--rows $(ROWS))
@@ -113,17 +114,28 @@ bench-trigger: $(STAMP) ## trigger throughput (100k events per model) and memory
 	$(PY) -m bench.trigger_memory --events 50000
 
 # --- monitoring and the canary -------------------------------------------------------------
-.PHONY: monitor canary
+.PHONY: monitor canary prometheus-up prometheus-down
 MONITOR_PORT ?= 8000
+PROMETHEUS_PORT ?= 9090
 
 monitor: $(STAMP) ## monitoring service on MONITOR_PORT: /events (payload logger), drift, live accuracy, /metrics
 	$(PY) -m pipelines.monitoring --port $(MONITOR_PORT)
+
+prometheus-up: $(STAMP) $(KUSTOMIZE) ## Prometheus on PROMETHEUS_PORT scraping serve, monitor and trigger as the manifests' ServiceMonitors/PodMonitors do
+	@mkdir -p $(DATA_DIR)/prometheus
+	$(PY) -m pipelines.manifests.scrape $(foreach isvc,credit-risk stock-demand lead-score,--target $(isvc)=127.0.0.1:$(HTTP_PORT)) \
+	  --target monitoring=127.0.0.1:$(MONITOR_PORT) --target trigger=127.0.0.1:$(TRIGGER_METRICS_PORT) > $(DATA_DIR)/prometheus/prometheus.yml
+	PROMETHEUS_PORT=$(PROMETHEUS_PORT) bash scripts/prometheus.sh up $(DATA_DIR)/prometheus/prometheus.yml
+
+prometheus-down: ## stop the local Prometheus (its data is kept)
+	bash scripts/prometheus.sh down
 
 canary: $(STAMP) ## analyse MODEL's challenger vs champion (inference log on Kafka, or PROMETHEUS=url)
 	$(PY) -m pipelines.rollout analyze $(MODEL) $(if $(PROMETHEUS),--prometheus $(PROMETHEUS))
 
 # --- manifests, image, rollout -------------------------------------------------------------
-.PHONY: kustomize image pin-image deploy
+.PHONY: kustomize image image-test pin-image deploy
+BASE      ?=
 IMAGE     ?= ghcr.io/constructos/ml-platform:$(shell sed -n 's/^ *newTag: "\(.*\)"/\1/p' manifests/base/platform/kustomization.yaml)
 ENV       ?= staging
 
@@ -139,8 +151,11 @@ manifests: $(STAMP) ## render each model's InferenceService (per overlay) and Ka
 manifests-check: $(STAMP) $(KUSTOMIZE) ## fail if manifests are stale or a model lacks them; build, validate and lint every overlay
 	$(PY) -m pipelines.manifests
 
-image: ## build the platform image (IMAGE=..., default: the tag the manifests pin)
-	docker build -t $(IMAGE) .
+image: ## build the platform image with buildah, no Docker engine (IMAGE=..., default: the pinned tag; BASE=... or a Debian base made here)
+	BASE=$(BASE) bash scripts/image.sh build $(IMAGE)
+
+image-test: $(STAMP) ## smoke-test the built IMAGE: predictors + trigger start, a V2 call, a compiled pipeline step, non-root, no compilers
+	CONSTRUCTOS_TEST_IMAGE=$(IMAGE) $(HERMETIC) $(PY) -m pytest -m image tests/test_image.py
 
 pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this commit)
 	cd manifests/overlays/$(ENV) && $(KUSTOMIZE) edit set image ghcr.io/constructos/ml-platform=$(IMAGE)

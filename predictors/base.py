@@ -89,6 +89,8 @@ class SpecModel(Model):
         self.shadow_scorer: Scorer | None = None
         self._shadow_pool: ThreadPoolExecutor | None = None
         self.inference_log = inference_log
+        if inference_log is not None:  # the drop counter exists (at 0) from the start: a dashboard sees "none"
+            metrics.INFERENCE_LOG_DROPPED.labels(self.name)
 
     # -- lifecycle ----------------------------------------------------------------------
 
