@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: ONNX is used only if every probe score agrees with sklearn's: |onnx - sklearn| <= ATOL + RTOL * |sklearn|.
 #: Both compute in double precision; what remains is summation order (~1e-15 relative).
+#: ONNX answers are rounded to this many decimals (far below the tolerance above, far above float noise).
+SCORE_DECIMALS = 12
 RTOL, ATOL = 1e-9, 1e-9
 
 
@@ -101,7 +103,9 @@ class Scorer:
     def _onnx(self, transform: FittedTransform, session: Any, columns: dict[str, np.ndarray]) -> np.ndarray:
         out = session.run(self._outputs, {"X": transform(columns)})[0]
         scores = (out[:, 1] if self.spec.is_classifier else out.ravel()).astype(np.float64)
-        return scores
+        # ONNX Runtime's tree kernel sums in an order that depends on the batch size (last-ulp
+        # differences): 12 decimals make a row's answer the same alone, batched or micro-batched.
+        return np.round(scores, SCORE_DECIMALS)
 
     def _sklearn(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         frame = pd.DataFrame(columns)

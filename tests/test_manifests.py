@@ -412,7 +412,7 @@ def test_a_new_spec_is_caught_until_rendered_then_served_in_every_overlay(
         bundle = mc.build(manifests_copy / "overlays" / env, kustomize)
         isvc = find(bundle, "InferenceService", "deal-score")
         assert isvc["metadata"]["annotations"]["constructos.io/canary-percent"] == percent
-        assert isvc["spec"]["predictor"]["containers"][0]["args"] == ["--model_uri=models:/deal_score@champion"]
+        assert isvc["spec"]["predictor"]["containers"][0]["args"] == ["--model_uri=models:/deal_score/1"]
         assert find(bundle, "KafkaTopic", "sales-deals-dlq")["spec"]["topicName"] == "sales.deals.dlq"
 
     # the GitOps rollout edits the new model's overlay file like any other
