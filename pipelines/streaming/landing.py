@@ -118,24 +118,8 @@ def event_ids(root: Path, model: str) -> set[str]:
 
 
 def read(root: Path, model: str, since: str | None = None, until: str | None = None) -> pd.DataFrame:
-    """All landed rows of a model (first copy of each event id), optionally in a time window
-    on ``occurred_at`` (ISO-8601 bounds, ``since`` inclusive, ``until`` exclusive)."""
-    files = parts(root, model)
-    if not files:
-        return pd.DataFrame()
-    frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
-    frame = frame.drop_duplicates("event_id", keep="first")
-    if since or until:
-        when = pd.to_datetime(frame["occurred_at"], utc=True, format="ISO8601")
-        keep = pd.Series(True, index=frame.index)
-        if since:
-            keep &= when >= _utc(since)
-        if until:
-            keep &= when < _utc(until)
-        frame = frame[keep]
-    return frame.reset_index(drop=True)
+    """All landed rows of a model: :func:`pipelines.landing_store.read` on the landing folder."""
+    from pipelines.landing_store import read as read_store
+    from pipelines.storage import open_store
 
-
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return read_store(open_store(root.resolve().as_uri()), model, since or "", until or "")
