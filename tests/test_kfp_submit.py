@@ -22,7 +22,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from feature_specs import SPEC_NAMES, load_spec
+from feature_specs import load_spec, spec_names
 from pipelines.training.compile import compile_all, pipeline_name
 from pipelines.training.submit import EXPERIMENT, run_name, submit
 from tests.kafka_broker import ROOT
@@ -37,7 +37,7 @@ def parse(doc: dict[str, Any]) -> pipeline_spec_pb2.PipelineSpec:
 
 def test_the_compiled_ir_loads_in_kfps_own_parsers(tmp_path: Path) -> None:
     written = compile_all(tmp_path)
-    assert {p.stem for p in written} == {"training", *SPEC_NAMES}
+    assert {p.stem for p in written} == {"training", *spec_names()}
     for path in written:
         spec = parse(yaml.safe_load(path.read_text()))
         assert set(spec.root.dag.tasks) == STEPS
@@ -47,7 +47,7 @@ def test_the_compiled_ir_loads_in_kfps_own_parsers(tmp_path: Path) -> None:
         component = kfp.components.load_component_from_file(str(path))
         assert component.name == spec.pipeline_info.name
         assert {"model", "hyperparameters", "since", "until", "seed"} <= set(component.component_spec.inputs or {})
-    for model in SPEC_NAMES:
+    for model in spec_names():
         spec = parse(yaml.safe_load((tmp_path / f"{model}.yaml").read_text()))
         assert spec.pipeline_info.name == pipeline_name(model)
         defaults = spec.root.input_definitions.parameters
