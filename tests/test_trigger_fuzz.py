@@ -53,19 +53,19 @@ def check_split(values: list[bytes]) -> None:
         scrub(values[reject.index], SPEC.pii_names)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300), max_size=8))
 def test_arbitrary_bytes_never_raise_out_of_the_intake(values: list[bytes]) -> None:
     check_split(values)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(events | json_values, max_size=8))
 def test_arbitrary_json_never_raises_out_of_the_intake(values: list[Any]) -> None:
     check_split([encode(v) for v in values])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.binary(max_size=200)
     | json_values.map(encode)
