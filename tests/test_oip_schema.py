@@ -123,7 +123,7 @@ FUZZ = schemathesis.openapi.from_dict(_fuzz_schema())
 
 
 @FUZZ.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_schema_fuzz_finds_no_server_error(case: Any, oip_server: OipServer) -> None:
     response = case.call(base_url=oip_server.url)
     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
