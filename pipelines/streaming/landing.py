@@ -109,6 +109,11 @@ def parts(root: Path, model: str) -> list[Path]:
     return sorted(model_dir(root, model).glob("part-*.parquet"))
 
 
+def row_count(root: Path, model: str) -> int:
+    """Rows in the model's landed parts (Parquet footers only), backfills included."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts(root, model))
+
+
 def event_ids(root: Path, model: str) -> set[str]:
     """The ids of every landed event of a model, read from the parts (the trigger asks its index)."""
     ids: set[str] = set()

@@ -38,8 +38,12 @@ class Retrainer:
         state: RetrainState,
         events: EventPublisher,
         launcher: Launcher,
+        landed_rows: Callable[[str], int] | None = None,
     ) -> None:
         self.specs, self.index, self.state, self.events, self.launcher = specs, index, state, events, launcher
+        self.landed_rows = landed_rows or index.rows
+        """Rows a request may train on: every landed part, backfills included (the index counts
+        only what the trigger landed itself)."""
         self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
 
     def close(self) -> None:
@@ -63,10 +67,11 @@ class Retrainer:
             self.events.emit("retrain.rejected", "", reason=str(exc), offset=record.offset)
             return
         model, request_id = request.model, request.request_id or where.replace("/", "-")
-        total, needed = self.index.rows(model), self.specs[model].retrain.min_rows
+        total, needed = self.landed_rows(model), self.specs[model].retrain.min_rows
         key = f"{model}-request-{request_id}"
         if total < needed:
             if self.state.claim(key, model, "skipped", reason=request.reason):
+                log.info("%s: retrain request %s skipped: %d rows landed, %d needed", model, key, total, needed)
                 self.events.emit("retrain.skipped", model, key=key, reason=f"{total} rows landed, {needed} needed")
             return
         self._launch(model, key, reason=request.reason, request_id=request_id)

@@ -108,7 +108,9 @@ class Trigger:
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
         self._events = EventPublisher(self.settings)
-        self.retrainer = Retrainer(self.specs, self.index, self.state, self._events, launcher)
+        self.retrainer = Retrainer(
+            self.specs, self.index, self.state, self._events, launcher, lambda m: landing.row_count(self.root, m)
+        )
         self._connected = False
         self.heartbeat = Heartbeat()  # the health port's liveness signal
 
