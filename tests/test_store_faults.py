@@ -34,7 +34,8 @@ def world(private_stores: PrivateStores, tmp_path_factory: pytest.TempPathFactor
     own = private_stores.stores()
     env = os.environ | own.client_env()
     cwd = tmp_path_factory.mktemp("register")
-    subprocess.run([sys.executable, "-c", REGISTER], env=env, check=True, cwd=cwd, capture_output=True)
+    done = subprocess.run([sys.executable, "-c", REGISTER], env=env, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"registering the champion failed:\n{done.stderr[-3000:]}"
     yield own
 
 

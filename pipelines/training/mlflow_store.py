@@ -44,6 +44,10 @@ def check_server(uri: str, timeout: float = 10) -> None:
     for what, path in probes.items():
         try:
             answer = requests.get(uri.rstrip("/") + path, timeout=timeout)
+        except requests.Timeout as exc:  # it answered nothing in time: the store behind it hangs
+            raise StoreUnavailable(
+                f"MLflow tracking server {uri} cannot reach {what}: no answer in {timeout:g} s"
+            ) from exc
         except requests.RequestException as exc:
             raise StoreUnavailable(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
         if answer.status_code == 404 and "artifacts" in path:
