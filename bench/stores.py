@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 from bench.pipeline import STEPS, step_seconds
 
@@ -42,20 +43,15 @@ def world(data_dir: str, env: dict[str, str]) -> Iterator[None]:
     from pipelines.settings import get_settings
 
     names = {"CONSTRUCTOS_DATA_DIR", "CONSTRUCTOS_LANDING_URI", "CONSTRUCTOS_ARTIFACTS_URI", *STORE_VARIABLES}
-    saved = {k: os.environ.get(k) for k in names | set(env)}
-    for k in names:
-        os.environ.pop(k, None)
-    os.environ.update({"CONSTRUCTOS_DATA_DIR": data_dir, **env})
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with mock.patch.dict(os.environ):  # the whole environment comes back afterwards
+        for k in names:
+            os.environ.pop(k, None)
+        os.environ.update({"CONSTRUCTOS_DATA_DIR": data_dir, **env})
         get_settings.cache_clear()
+        try:
+            yield
+        finally:
+            get_settings.cache_clear()
 
 
 def landing(parts: int, part_rows: int, model: str) -> dict[str, float]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -79,22 +80,8 @@ class Stores:
     def applied(self) -> Iterator[dict[str, str]]:
         """The client variables (MLflow, S3) set in ``os.environ`` for a ``with`` block."""
         values = self.client_env()
-        with _environ(values):
+        with mock.patch.dict(os.environ, values):
             yield values
-
-
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def env_file() -> Path:
@@ -114,7 +101,7 @@ def stores() -> Iterator[Stores]:
     found = Stores(read_env(path))
     if not found.up():
         pytest.skip(f"{NOT_UP} (nothing answers at the addresses in {path})")
-    with _environ({k: found.env[k] for k in S3_CLIENT}):
+    with mock.patch.dict(os.environ, {k: found.env[k] for k in S3_CLIENT}):
         yield found
 
 
