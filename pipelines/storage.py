@@ -37,6 +37,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 #: largest document :meth:`Store.replace_if_match` writes (one PUT; larger ones would go multipart).
 MAX_CAS_BYTES = 50 * 2**20
+#: reads again after a GET whose body and checksum disagree (an overwrite raced it).
+TORN_READ_RETRIES = 3
 
 
 class StoreUnavailable(OSError):
@@ -99,7 +101,7 @@ class Store:
     def read_bytes(self, key: str) -> bytes:
         """The object's content; ``FileNotFoundError`` when it does not exist."""
         with self._errors(key):
-            return bytes(self.fs.cat_file(self.path(key)))
+            return self._cat(key)
 
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """Several objects at once (concurrent GETs on S3), by key."""
@@ -121,7 +123,7 @@ class Store:
             return data, _digest(data)
         with self._errors(key):
             tag = str(self.fs.info(self.path(key))["ETag"])
-            return bytes(self.fs.cat_file(self.path(key))), tag
+            return self._cat(key), tag
 
     def exists(self, key: str) -> bool:
         with self._errors(key):
@@ -225,6 +227,18 @@ class Store:
             f.flush()
             os.fsync(f.fileno())
         return str(tmp)
+
+    def _cat(self, key: str) -> bytes:
+        """One object's content. A GET whose checksum does not match its body raced an overwrite
+        (the server swapped the object mid-answer): it is read again, a few times."""
+        retries = 0
+        while True:
+            try:
+                return bytes(self.fs.cat_file(self.path(key)))
+            except Exception as exc:
+                retries += 1
+                if retries > TORN_READ_RETRIES or type(exc).__name__ != "FlexibleChecksumError":
+                    raise
 
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:

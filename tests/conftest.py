@@ -36,6 +36,14 @@ def nothing_written_into_the_checkout() -> Iterator[None]:
     assert not written, f"tests wrote into the checkout: {sorted(written)}"
 
 
+@pytest.fixture(autouse=True)
+def no_exported_mlflow_experiment() -> Iterator[None]:
+    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID to every later child process, which
+    then fails against another test's tracking server: no test leaves it behind."""
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
 #: Every model the platform knows: the discovered specs (a YAML file added is a model tested).
 SPECS = spec_names()
 

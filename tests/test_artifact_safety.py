@@ -57,8 +57,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def register_champion(model: Any, serialization_format: str, **options: Any) -> None:
-    mlflow.set_experiment(experiment_id=mlflow_store.experiment_id("safety"))
-    with mlflow.start_run():
+    with mlflow_store.active_experiment("safety"), mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", serialization_format=serialization_format, **options)
     version = mlflow.register_model(info.model_uri, MODEL)
     MlflowClient().set_registered_model_alias(MODEL, mlflow_store.CHAMPION, version.version)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipelines.settings import get_settings
@@ -87,6 +89,27 @@ def experiment_id(name: str) -> str:
         if found is None:
             raise
         return str(found.experiment_id)
+
+
+@contextmanager
+def active_experiment(name: str) -> Iterator[str]:
+    """Make the experiment ``name`` MLflow's active one for the block (MLflow 3 files logged models
+    under it); yields its id. ``mlflow.set_experiment`` also exports ``MLFLOW_EXPERIMENT_ID`` to every
+    later child process, which then fails against another tracking server: both are restored."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    exported, active = os.environ.get("MLFLOW_EXPERIMENT_ID"), fluent._active_experiment_id
+    found = experiment_id(name)
+    mlflow.set_experiment(experiment_id=found)
+    try:
+        yield found
+    finally:
+        fluent._active_experiment_id = active
+        if exported is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = exported
 
 
 def version_by_alias(name: str, alias: str) -> Any | None:

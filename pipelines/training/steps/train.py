@@ -120,10 +120,11 @@ def train(
         "pipeline_run_id": pipeline_run_id,
         "shuffle_labels": str(shuffle_labels).lower(),
     }
-    experiment = mlflow_store.experiment_id(spec.name)
-    mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files the logged model under the active experiment
     resume = {"run_id": mlflow_run_id} if mlflow_run_id else {"run_name": pipeline_run_id or None}
-    with mlflow.start_run(experiment_id=experiment, tags=tags, **resume) as run:
+    with (
+        mlflow_store.active_experiment(spec.name) as experiment,
+        mlflow.start_run(experiment_id=experiment, tags=tags, **resume) as run,
+    ):
         mlflow.log_metrics({f"calibration_brier_{k}": v for k, v in calibration.brier.items()})
         mlflow.set_tags({"calibration": calibration.method, "calibration_rejected": ",".join(calibration.rejected)})
         mlflow.log_params(

@@ -114,9 +114,10 @@ def tune(
     import mlflow
 
     mlflow_store.configure()
-    experiment = mlflow_store.experiment_id(spec.name)
-    mlflow.set_experiment(experiment_id=experiment)
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name or None, tags=tags or {}) as run:
+    with (
+        mlflow_store.active_experiment(spec.name) as experiment,
+        mlflow.start_run(experiment_id=experiment, run_name=run_name or None, tags=tags or {}) as run,
+    ):
         search = spec.estimator.search
         if search is None or trials == 0:
             why = "the spec declares no search space" if search is None else "a budget of 0 trials"
