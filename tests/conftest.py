@@ -37,11 +37,15 @@ def nothing_written_into_the_checkout() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def no_exported_mlflow_experiment() -> Iterator[None]:
-    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID to every later child process, which
-    then fails against another test's tracking server: no test leaves it behind."""
+def no_exported_mlflow_settings() -> Iterator[None]:
+    """MLflow exports what a test sets in-process (``set_tracking_uri``, ``set_registry_uri``,
+    ``set_experiment``) as MLFLOW_* variables to every later child process, which then talks to
+    another test's store: each test's MLFLOW_* environment is restored after it."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     yield
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[name]
+    os.environ.update(before)
 
 
 #: Every model the platform knows: the discovered specs (a YAML file added is a model tested).

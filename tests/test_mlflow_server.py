@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -77,14 +78,22 @@ def test_predictor_loads_the_champion_from_an_mlflow_server(mlflow_server: str, 
     subprocess.run([sys.executable, "-c", REGISTER], env=env, check=True, cwd=tmp_path, capture_output=True)
     port = free_port()
     cmd = [sys.executable, "-m", "predictors", "--model_name=lead_score", f"--http_port={port}", "--enable_grpc=false"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
-        answer = httpx.get(f"{url}/api/v1/predict/lead_score", params={"industry": "Construction", "value": 5e6}).json()
-        assert answer["model_version"] == "1" and 0 <= answer["probability"] <= 1
-        assert httpx.get(f"{url}/v2/models/lead_score").json()["versions"] == ["1"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_ready(url, proc)
+            except (RuntimeError, TimeoutError) as exc:
+                log.seek(0)
+                raise AssertionError(
+                    f"the predictor server did not start: {exc}\n{log.read()[-3000:].decode()}"
+                ) from exc
+            query = {"industry": "Construction", "value": 5e6}
+            answer = httpx.get(f"{url}/api/v1/predict/lead_score", params=query).json()
+            assert answer["model_version"] == "1" and 0 <= answer["probability"] <= 1
+            assert httpx.get(f"{url}/v2/models/lead_score").json()["versions"] == ["1"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     assert not list(tmp_path.iterdir()), "nothing may be written to the working directory"
