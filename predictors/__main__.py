@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def configure_logging(log_config_file: str | None) -> None:
-    """KServe's logging (format, KSERVE_LOGLEVEL), with our own loggers beside ``kserve``'s.
+def configure_logging(log_config_file: str | None, access_log: bool = False) -> None:
+    """KServe's logging (format, KSERVE_LOGLEVEL), with our own loggers beside ``kserve``'s, and
+    uvicorn's access log only if asked for (``ServingSettings.access_log``).
 
     A root handler would make KServe skip its configuration and log every request twice more
     through ``kserve.trace`` — a third of a 1-row request's cost.
@@ -59,6 +60,8 @@ def configure_logging(log_config_file: str | None) -> None:
         return
     config = copy.deepcopy(KSERVE_LOG_CONFIG)
     config["loggers"]["predictors"] = dict(config["loggers"]["kserve"])
+    if not access_log:
+        config["loggers"]["uvicorn.access"]["level"] = "WARNING"
     kserve_configure(config)
 
 
@@ -73,7 +76,6 @@ def use_store(uri: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    configure_logging(args.log_config_file)
     flags = {
         "max_batch": args.max_batch,
         "use_onnx": False if args.no_onnx else None,
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     overrides = {key: value for key, value in flags.items() if value is not None}  # flags beat the environment
     settings = ServingSettings(**overrides)
+    configure_logging(args.log_config_file, settings.access_log)
     use_store(settings.tracking_uri)
     names = list(model_names()) if args.model_name == "all" else [args.model_name]
     log = InferenceLog(settings, INFERENCE_LOG_TOPIC, settings.inference_log_queue) if settings.inference_log else None

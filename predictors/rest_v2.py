@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from kserve.model_repository import ModelRepository
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 BINARY_HEADER = "inference-header-content-length"
 _JSON = "application/json"
+_BINARY = "application/octet-stream"
 
 
 def find_model(repository: ModelRepository, name: str, version: str | None) -> SpecModel:
@@ -124,9 +125,31 @@ def requested_outputs(request: dict[str, Any]) -> tuple[list[str], set[str]]:
     return names, binary
 
 
+class Answer(NamedTuple):
+    """An encoded infer response: the body, its media type and extra headers."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+async def answer_infer(model: SpecModel, body: bytes, binary_header: str | None, request_id: str | None) -> Answer:
+    """One infer request, parsed, scored and encoded (JSON, or binary outputs after a JSON header).
+    ``request_id``: the ``x-request-id`` header, used when the body names no id."""
+    payload, tensors = parse_request(body, binary_header)
+    names, binary = requested_outputs(payload)
+    request_id = payload.get("id") or request_id or uuid.uuid4().hex
+    if not isinstance(request_id, str):
+        raise ClientError("id: expected a string")
+    outputs = await model.infer(tensors, names, request_id)
+    params = payload.get("parameters") or {}
+    all_binary = params.get("binary_data_output") is True and not payload.get("outputs")
+    return encode_response(model, request_id, outputs, binary, all_binary)
+
+
 def encode_response(
     model: SpecModel, request_id: str, outputs: list[Output], binary: set[str], all_binary: bool
-) -> Response:
+) -> Answer:
     entries, chunks = [], []
     for name, datatype, values in outputs:
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(values)]}
@@ -141,9 +164,8 @@ def encode_response(
     answer = {"model_name": model.name, "model_version": model.version, "id": request_id, "outputs": entries}
     head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return Response(head, media_type=_JSON)
-    headers = {"Inference-Header-Content-Length": str(len(head))}
-    return Response(b"".join([head, *chunks]), media_type="application/octet-stream", headers=headers)
+        return Answer(head, _JSON, {})
+    return Answer(b"".join([head, *chunks]), _BINARY, {"Inference-Header-Content-Length": str(len(head))})
 
 
 def v2_routes(repository: ModelRepository, server_metadata: Callable[[], dict[str, Any]]) -> list[Route]:
@@ -169,16 +191,11 @@ def v2_routes(repository: ModelRepository, server_metadata: Callable[[], dict[st
         return Response(orjson.dumps({"name": model.name, "ready": True}), media_type=_JSON)
 
     async def infer(request: Request, model: SpecModel) -> Response:
-        body = await request.body()
-        payload, tensors = parse_request(body, request.headers.get(BINARY_HEADER))
-        names, binary = requested_outputs(payload)
-        request_id = payload.get("id") or request.headers.get("x-request-id") or uuid.uuid4().hex
-        if not isinstance(request_id, str):
-            raise ClientError("id: expected a string")
-        outputs = await model.infer(tensors, names, request_id)
-        params = payload.get("parameters") or {}
-        all_binary = params.get("binary_data_output") is True and not payload.get("outputs")
-        return encode_response(model, request_id, outputs, binary, all_binary)
+        headers = request.headers
+        body, media_type, extra = await answer_infer(
+            model, await request.body(), headers.get(BINARY_HEADER), headers.get("x-request-id")
+        )
+        return Response(body, media_type=media_type, headers=extra)
 
     async def server(_: Request) -> Response:  # OIP writes it "/v2/"; KServe serves only "/v2"
         return Response(orjson.dumps(server_metadata()), media_type=_JSON)

@@ -33,6 +33,7 @@ from timing_asgi import TimingMiddleware
 from predictors import contract
 from predictors.admin import Admin, admin_routes
 from predictors.base import QueryRequest, SpecModel
+from predictors.fast_infer import FastInfer
 from predictors.grpc_v2 import GrpcServer, Servicer
 from predictors.http_edges import BodyLimit, http_exception
 from predictors.rest_v2 import v2_routes
@@ -97,6 +98,7 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
     app.router.routes[0:0] = [*v2_routes(repository, dataplane.metadata), *admin_routes(admin)]
     app.add_exception_handler(RequestValidationError, invalid_body)
     app.add_exception_handler(HTTPException, http_exception)
+    app.add_middleware(FastInfer, repository=repository)  # inside the body limit (added last = outermost)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     drop_kserve_timing(app)
 

@@ -64,7 +64,8 @@ def test_prometheus_metrics_are_exposed(server: str) -> None:
     assert "request_predict_seconds" in httpx.get(f"{server}/metrics").text
 
 
-def test_single_model_with_explicit_uri(model_dirs: dict[str, Path]) -> None:
+def test_single_model_with_explicit_uri(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Also: the access log is off by default and on with CONSTRUCTOS_ACCESS_LOG (one line per request)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -75,7 +76,9 @@ def test_single_model_with_explicit_uri(model_dirs: dict[str, Path]) -> None:
         f"--http_port={port}",
         "--enable_grpc=false",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=os.environ | {"CONSTRUCTOS_ACCESS_LOG": "true"}, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
@@ -84,6 +87,18 @@ def test_single_model_with_explicit_uri(model_dirs: dict[str, Path]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert '"GET /v2/models/credit_risk HTTP/1.1" 200' in log.read_text()
+
+
+def test_access_log_is_off_unless_asked_for() -> None:
+    check = (
+        "import logging; from predictors.__main__ import configure_logging; "
+        "access = logging.getLogger('uvicorn.access'); "
+        "configure_logging(None); off = access.isEnabledFor(logging.INFO); "
+        "configure_logging(None, access_log=True); print(off, access.isEnabledFor(logging.INFO))"
+    )  # in a child process: KServe's logging configuration stops propagation to pytest's capture
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
 
 
 def test_a_model_that_cannot_load_is_retried_while_the_others_serve(
