@@ -17,6 +17,7 @@ import pandas as pd
 from feature_specs.spec import Feature, FeatureSpec
 
 _NUMBER_TYPES = {int, float, np.float64, np.float32, np.int64, np.int32}
+_BOOL_TYPES = {bool, np.bool_}
 _NUMERIC_V2 = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
@@ -58,6 +59,7 @@ class Validator:
         self._numeric = [f for f in spec.features if f.numeric]
         self._mins = np.array([[-np.inf if f.min is None else f.min] for f in self._numeric])
         self._maxs = np.array([[np.inf if f.max is None else f.max] for f in self._numeric])
+        self._bounds = {f.name: (lo[0], hi[0]) for f, lo, hi in zip(self._numeric, self._mins, self._maxs, strict=True)}
         self._required = np.array([[not f.optional] for f in self._numeric])
         self._integer = np.array([[f.dtype == "int"] for f in self._numeric])
         constant = [f.optional and f.impute != "median" for f in self._numeric]
@@ -77,6 +79,8 @@ class Validator:
         if unknown:
             raise InvalidFeature(unknown[0], f"unknown feature; expected one of {', '.join(self._names)}")
         n = self._batch_size(columns)
+        if n == 1 and len(columns) == len(self.features) and (row := self._clean_row(columns)) is not None:
+            return row
         out: dict[str, np.ndarray] = {}
         numbers: list[Any] = []
         for f in self.features:
@@ -149,11 +153,38 @@ class Validator:
             raise InvalidFeature("batch", f"{n} rows exceed the maximum of {self.max_batch}")
         return n
 
+    def _clean_row(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray] | None:
+        """One complete, valid row, checked value by value (for one row numpy's per-call cost is
+        most of the work). Anything unusual returns None: the general path then names the problem."""
+        out: dict[str, np.ndarray] = {}
+        for f in self.features:
+            values = columns.get(f.name)
+            if values is None or isinstance(values, pd.Series):
+                return None
+            v = values[0]
+            if f.dtype == "category":
+                if type(v) is bytes:
+                    v = v.decode("utf-8", "replace")
+                if type(v) is not str or (v not in self._categories[f.name] and not f.allow_unknown):
+                    return None
+                column = np.empty(1, dtype=object)
+                column[0] = v
+                out[f.name] = column
+                continue
+            if (type(v) not in _BOOL_TYPES) if f.dtype == "bool" else (type(v) not in _NUMBER_TYPES):
+                return None
+            x = float(v)
+            low, high = self._bounds[f.name]
+            if not low <= x <= high or (f.dtype == "int" and not x.is_integer()):  # NaN fails too
+                return None
+            out[f.name] = np.array([x])
+        return out
+
     def _number_column(self, f: Feature, values: Any) -> Any:
         """Type-check one numeric column; returns numbers with NaN where a value is missing."""
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
             return values  # frames from storage: NaN marks a missing value
-        allowed = {bool, np.bool_} if f.dtype == "bool" else _NUMBER_TYPES
+        allowed = _BOOL_TYPES if f.dtype == "bool" else _NUMBER_TYPES
         types = set(map(type, values))
         if f.dtype == "bool" and float in types:  # NaN marks a missing bool in frames
             values = [None if _is_nan(v) else v for v in values]

@@ -199,3 +199,39 @@ def test_no_generator_is_a_clear_error_not_a_key_error(tmp_path: Path, monkeypat
     monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(tmp_path))
     with pytest.raises(LookupError, match=r"deal_score: no synthetic generator .* topic 'test\.deal_score'"):
         generate("deal_score", 10)
+
+
+def test_one_row_is_validated_as_in_a_batch(spec_name: str) -> None:
+    """The 1-row fast path answers what the batch path answers: the same values, the same errors."""
+    spec = load_spec(spec_name)
+    validator = Validator(spec)
+    frame = spec_rows(spec, 40, seed=3)[spec.feature_names].astype(object)
+    rows = [{k: (None if v is None or v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    assert any(None not in r.values() for r in rows), "no complete row: the fast path would go untested"
+    numeric = next(f for f in spec.features if f.numeric and f.dtype != "bool")
+    category = next((f for f in spec.features if f.dtype == "category"), None)
+    broken = [
+        {**rows[0], numeric.name: 1e300},
+        {**rows[0], numeric.name: float("nan")},
+        {**rows[0], numeric.name: "12"},
+        {**rows[0], numeric.name: True},
+        {**rows[0], numeric.name: None},
+        {**rows[0], numeric.name: 2.5},
+        {**rows[0], "not_a_feature": 1},
+        {k: v for k, v in rows[0].items() if k != numeric.name},
+    ]
+    if category is not None:
+        broken += [{**rows[0], category.name: "no-such-category"}, {**rows[0], category.name: 3}]
+    for row in rows + broken:
+        try:
+            batch = validator.columns({k: [v, v] for k, v in row.items()})
+        except InvalidFeature as exc:
+            with pytest.raises(InvalidFeature) as single:
+                validator.columns({k: [v] for k, v in row.items()})
+            assert str(single.value) == str(exc)
+            continue
+        alone = validator.columns({k: [v] for k, v in row.items()})
+        assert list(alone) == list(batch)
+        for name, column in alone.items():
+            assert column.dtype == batch[name].dtype, name
+            np.testing.assert_array_equal(column, batch[name][:1], err_msg=name)  # NaN: the transform imputes
