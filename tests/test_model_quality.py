@@ -185,7 +185,9 @@ def test_a_tiny_time_budget_ends_the_search_within_seconds(data_dir: Path) -> No
     spec = with_search(CREDIT, trials=10_000, timeout_s=2)
     frame = landed("credit_risk", 1500)
     result = tune.tune(spec, frame, seed=0)
-    assert result.seconds < 2 + 6  # the budget, plus at most the fold that was running (a loaded machine)
+    # the budget plus at most the fold that was running; 10,000 trials would take hours. The slack
+    # is for a loaded machine (a correctness check, not a benchmark).
+    assert result.seconds < 2 + 18
     assert 0 < result.trials < 10_000 and result.params
 
 
