@@ -46,6 +46,7 @@ def no_exported_mlflow_settings() -> Iterator[None]:
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         del os.environ[name]
     os.environ.update(before)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # also when a module fixture exported it before `before`
 
 
 #: Every model the platform knows: the discovered specs (a YAML file added is a model tested).
