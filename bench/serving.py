@@ -114,7 +114,8 @@ def ghz(ghz_bin: str, address: str, connections: int, seconds: int, strict: bool
            "--connections", str(connections), "-z", f"{seconds}s", "-O", "json", address]  # fmt: skip
     report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     failed = {k: v for k, v in report.get("statusCodeDistribution", {}).items() if k != "OK"}
-    if failed and strict:
+    # the calls in flight when the run ends are cut ("Unavailable: transport is closing"): at most one per connection
+    if strict and sum(failed.values()) > connections:
         raise RuntimeError(f"gRPC calls failed: {failed}")
     pcts = {p["percentage"]: p["latency"] / 1e6 for p in report["latencyDistribution"]}
     return {"rps": report["rps"], "p50": pcts[50], "p99": pcts[99]}
