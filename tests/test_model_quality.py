@@ -188,7 +188,7 @@ def test_a_tiny_time_budget_ends_the_search_within_seconds(data_dir: Path) -> No
     # the budget plus at most the fold that was running; 10,000 trials would take hours. The slack
     # is for a loaded machine (a correctness check, not a benchmark).
     assert result.seconds < 2 + 18
-    assert 0 < result.trials < 10_000 and result.params
+    assert 0 < result.trials < 10_000  # a loaded machine may complete none: then the spec's values train
 
 
 @pytest.mark.integration
