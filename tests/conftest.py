@@ -36,17 +36,20 @@ def nothing_written_into_the_checkout() -> Iterator[None]:
     assert not written, f"tests wrote into the checkout: {sorted(written)}"
 
 
+#: MLflow exports what code sets in-process (``set_tracking_uri``, ``set_registry_uri``,
+#: ``set_experiment``) as MLFLOW_* variables to every later child process, which then talks to
+#: another test's store (a model registered into a stale registry, a foreign experiment id).
+MLFLOW_ENV = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
 @pytest.fixture(autouse=True)
 def no_exported_mlflow_settings() -> Iterator[None]:
-    """MLflow exports what a test sets in-process (``set_tracking_uri``, ``set_registry_uri``,
-    ``set_experiment``) as MLFLOW_* variables to every later child process, which then talks to
-    another test's store: each test's MLFLOW_* environment is restored after it."""
-    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    """After each test (and what its module's fixtures set up) the MLFLOW_* environment is the
+    session's again."""
     yield
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         del os.environ[name]
-    os.environ.update(before)
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # also when a module fixture exported it before `before`
+    os.environ.update(MLFLOW_ENV)
 
 
 #: Every model the platform knows: the discovered specs (a YAML file added is a model tested).

@@ -5,7 +5,6 @@ moved in a real sqlite registry."""
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,6 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         experiment = mlflow.create_experiment("rollout", artifact_location=(root / "artifacts").as_uri())
         mlflow.set_experiment(experiment_id=experiment)  # MLflow 3 files logged models under the active one
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # which it also exports to every later child process
         x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
         for c in (0.1, 1.0, 10.0):
             with mlflow.start_run(experiment_id=experiment):
