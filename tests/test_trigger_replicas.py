@@ -14,7 +14,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
@@ -35,10 +35,21 @@ MODEL = "credit_risk"
 EVENTS = 30_000
 
 
-def landed_ids(settings: Settings) -> list[str]:
+def landed_ids(settings: Settings, model: str = MODEL) -> list[str]:
+    """Every event id in the published parts, as often as it was landed."""
     store = settings.landing_store
-    blobs = store.read_many(landing_store.part_keys(store, MODEL))
+    blobs = store.read_many(landing_store.part_keys(store, model))
     return [i for b in blobs.values() for i in pq.read_table(pa.BufferReader(b), columns=["event_id"])[0].to_pylist()]
+
+
+def committed_offsets(settings: Settings, topic: str) -> int:
+    """The trigger group's committed offsets on ``topic``, summed over its partitions."""
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=settings.trigger_group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum(consumer.committed(tp) or 0 for tp in parts)
+    finally:
+        consumer.close(autocommit=False)
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=[pytest.mark.stores])])
