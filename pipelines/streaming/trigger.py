@@ -6,21 +6,22 @@ stripped; a field the spec does not know is refused, like malformed JSON, a wron
 of range or an oversized message. Refused events go to ``<source_topic>.dlq`` with the PII fields
 removed and the reason in headers (:mod:`pipelines.streaming.dead_letters`); the consumer goes on.
 
-**Exactly once.** Good events are landed through the shared landing index
-(:mod:`pipelines.streaming.landing_index`): an event id lands once across replicas, rebalances and
-crashes, and memory does not grow with the store. The same id sent again with the same content is
-a duplicate (counted, skipped); with *different* content it is a conflict: the first landed
-version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate`` (counted
-as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
+**Exactly once.** Good events are landed (:mod:`pipelines.streaming.landing`, into a folder or an
+``s3://`` store) through the shared landing index (:mod:`~pipelines.streaming.landing_index`, or
+:mod:`~pipelines.streaming.log_index` on object storage): an event id lands once across replicas,
+rebalances and crashes, and memory does not grow with the store. The same id sent again with the
+same content is a duplicate (counted, skipped); with *different* content it is a conflict: the
+first landed version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate``
+(counted as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
 (Publish with the event id as key so a re-sent event lands on the same partition.)
 
 **Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
-**Resilience.** Any Kafka failure (broker down at start or gone mid-stream, a failed commit) closes
-the clients and starts again from the committed offsets after a pause that doubles up to
-``kafka_retry_max_s``. A record that cannot even be dead-lettered is skipped after
-``trigger_dead_letter_attempts`` tries (a poison record: ERROR log, kept in the state). SIGTERM/SIGINT
-finish the batch at hand and stop.
+**Resilience.** A Kafka failure (broker down at start or gone mid-stream, a failed commit) or an
+unreachable landing store (landing pauses: one warning per outage) closes the clients and starts
+again from the committed offsets after a pause doubling up to ``kafka_retry_max_s``. A record that
+cannot even be dead-lettered is skipped after ``trigger_dead_letter_attempts`` tries (a poison
+record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand and stop.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pipelines.streaming.intake import Intake, Reject
 from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
 from pipelines.streaming.log_index import LogIndex
 from pipelines.streaming.logs import configure_logging
+from pipelines.streaming.outage import Outage
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
@@ -111,7 +113,7 @@ class Trigger:
             self.specs, self.index, self.state, self._events, launcher, lambda m: landing.row_count(self.store, m)
         )
         self._connected = False
-        self._outage: tuple[float, int] | None = None  # store outage: (since, attempts)
+        self._outage = Outage(self.settings.kafka_retry_max_s)
         self._recovery_due = False
         self.heartbeat = Heartbeat()  # the health port's liveness signal
 
@@ -143,7 +145,8 @@ class Trigger:
                     self._stop.wait(delay)
                 except StoreUnavailable as exc:
                     self.heartbeat.beat()
-                    self._stop.wait(self._store_down(exc))
+                    self.stats["store_retries"] += 1
+                    self._stop.wait(self._outage.failed(exc))
         finally:
             self.retrainer.close()
             self._events.close()
@@ -165,19 +168,6 @@ class Trigger:
             if published := landing.recover(self.store, self.index, model):
                 log.warning("%s: published %d part(s) a crash had left staged", model, published)
         self._recovery_due = False
-
-    def _store_down(self, exc: StoreUnavailable) -> float:
-        """Landing pauses (nothing committed: the batch is read again); returns the pause before the
-        next attempt, doubling up to ``kafka_retry_max_s``. One warning per outage."""
-        since, attempts = self._outage or (time.monotonic(), 0)
-        self._outage = since, attempts + 1
-        self.stats["store_retries"] += 1
-        delay = min(self.settings.kafka_retry_max_s, 2.0**attempts)
-        if attempts == 0:
-            log.warning("landing paused, offsets not committed: %s; retrying with backoff", exc)
-        else:
-            log.debug("the store is still unavailable (attempt %d, next in %.0fs): %s", attempts + 1, delay, exc)
-        return delay
 
     def _session(self, exit_when_idle_s: float | None) -> None:
         """One connection to the cluster, from the committed offsets until stopped or a Kafka error."""
@@ -237,11 +227,7 @@ class Trigger:
                 self.handle(batch, producer)
                 consumer.commit(timeout_ms=30_000)
                 self.stats["batches"] += 1
-                if self._outage:
-                    log.warning(
-                        "landing resumed: the store answers again after %.0fs", time.monotonic() - self._outage[0]
-                    )
-                    self._outage = None
+                self._outage.over()
                 idle_since = time.monotonic()
         finally:
             consumer.close(autocommit=False, timeout_ms=5000)
