@@ -27,7 +27,6 @@ from pipelines.streaming.publish import publish_events
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics, named
 from tests.kafka_broker import TriggerProcess
-from tests.stores import Stores
 from tests.test_kafka_trigger import read_topic
 
 pytestmark = pytest.mark.integration
@@ -52,14 +51,9 @@ def committed_offsets(settings: Settings, topic: str) -> int:
         consumer.close(autocommit=False)
 
 
-@pytest.fixture(params=["file", pytest.param("s3", marks=[pytest.mark.stores])])
-def settings(request: pytest.FixtureRequest, kafka_settings: Settings) -> Settings:
-    """The test's world, landing into a local folder or into a fresh prefix on the S3 server."""
-    update: dict[str, object] = {"pipeline_runner": "dry-run"}
-    if request.param == "s3":
-        stores: Stores = request.getfixturevalue("stores")
-        update |= {"landing_uri": stores.prefix_uri("replicas"), "s3_endpoint_url": stores.endpoint}
-    return kafka_settings.model_copy(update=update)
+@pytest.fixture
+def settings(landing_settings: Settings) -> Settings:
+    return landing_settings.model_copy(update={"pipeline_runner": "dry-run"})
 
 
 def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings) -> None:
