@@ -12,7 +12,7 @@ is not found, with GETs only (no listing).
 
 **Relies on** conditional create (``PUT`` with ``If-None-Match: *``) and strong read-after-write
 consistency of GET (a created entry is visible to every replica at once): AWS S3 since 2020-12
-(reads) and 2024-08 (conditional writes), versitygw, MinIO, Ceph RGW ≥ 18.
+(reads) and 2024-08 (conditional writes), versitygw (tested here); check any other S3 store.
 **Costs** one GET (the miss that ends the catch-up) and one PUT per commit; a fresh replica (or a
 lost cache) replays the whole log once. Checkpoints (a snapshot of the ids every N entries) are
 future work.
