@@ -60,7 +60,7 @@ $(GHZ):
 
 ghz: $(GHZ) ## build the pinned gRPC load generator ghz (Go module proxy) into the tools cache
 
-bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) + gRPC (ghz, when Go is there) + micro-batching, the pipeline, the trigger (starts Kafka), local vs S3 stores (after stores-up)
+bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) + gRPC (ghz, when Go is there) + micro-batching, the pipeline, the trigger (starts Kafka), local vs S3 stores and trigger landing into S3 (after stores-up)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	@command -v go >/dev/null && $(MAKE) --no-print-directory ghz || echo "no Go: the gRPC benchmark is skipped"
 	$(PY) -m bench.serving
@@ -68,7 +68,8 @@ bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) + gRPC (ghz, when
 	$(MAKE) --no-print-directory kafka-up
 	$(PY) -m bench.trigger --events 100000
 	$(PY) -m bench.trigger_memory --events 50000
-	@if bash scripts/stores.sh status; then $(PY) -m bench.stores; else echo "bench.stores skipped: the stores are not up (make stores-up)"; fi
+	@if bash scripts/stores.sh status; then $(PY) -m bench.stores && $(PY) -m bench.trigger --s3 --models credit_risk --events 100000; \
+	else echo "bench.stores and the S3 landing benchmark skipped: the stores are not up (make stores-up)"; fi
 
 # --- training pipeline (kfp.local here, kfp.Client on a cluster) ----------------------------
 .PHONY: demo-train

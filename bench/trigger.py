@@ -1,31 +1,36 @@
 """Trigger throughput through a real broker: landed-and-committed events per second, per model.
 
     python -m bench.trigger --events 100000      # needs a broker: make kafka-up
+    python -m bench.trigger --s3                 # folder vs the S3 server of make stores-up
 
 For each model: publish ``--events`` synthetic events (``--bad-share`` of them invalid) to fresh
 (prefixed) topics, then run the trigger (one process, one consumer) until they are all landed or
 dead-lettered, and committed. The rate is events / (last commit - first batch): the steady state,
 without the group join. Retraining
-launches are recorded, not run: this measures intake. The landing store is a temporary folder.
+launches are recorded, not run: this measures intake. The landing store is a temporary folder;
+with ``--s3`` each model runs again landing into a fresh ``s3://`` prefix (the object-store landing
+log) and the ratio s3/local is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from kafka import KafkaConsumer, TopicPartition
 
 from feature_specs import load_spec, spec_names
 from feature_specs.synthetic import generate, to_events
+from pipelines import landing_store
 from pipelines.settings import Settings, get_settings
-from pipelines.streaming import landing
 from pipelines.streaming.publish import publish_events
 from pipelines.streaming.topics import ensure_topics, named
 from pipelines.streaming.trigger import Trigger
@@ -75,15 +80,23 @@ def raw_consume_per_s(settings: Settings, topic: str, n: int) -> float:
         consumer.close(autocommit=False)
 
 
-def bench(model: str, n: int, base: Settings, bad_share: float = 0.0) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = base.model_copy(
-            update={
-                "kafka_topic_prefix": f"bench-{uuid.uuid4().hex[:8]}.",
-                "data_dir": Path(tmp),
-                "trigger_group": "bench-trigger",
+def bench(
+    model: str, n: int, base: Settings, bad_share: float = 0.0, s3: dict[str, str] | None = None
+) -> dict[str, float]:
+    """One run; ``s3``: the variables of ``stores.env`` to land into a fresh prefix of that S3 server."""
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, _aws(s3)):
+        tag = uuid.uuid4().hex[:8]
+        update: dict[str, Any] = {
+            "kafka_topic_prefix": f"bench-{tag}.",
+            "data_dir": Path(tmp),
+            "trigger_group": "bench-trigger",
+        }
+        if s3:
+            update |= {
+                "landing_uri": f"s3://{s3['CONSTRUCTOS_STORES_BUCKET']}/bench/{tag}/landing",
+                "s3_endpoint_url": s3["CONSTRUCTOS_S3_ENDPOINT_URL"],
             }
-        )
+        settings = base.model_copy(update=update)
         ensure_topics(settings, [model])
         events = to_events(generate(model, n, seed=7))
         if bad_share:  # a wrong type in every k-th event: dead-lettered
@@ -96,7 +109,7 @@ def bench(model: str, n: int, base: Settings, bad_share: float = 0.0) -> dict[st
         trigger = _TimedTrigger(settings, [model], launcher=lambda model, key, **_: "not-run")
         start = time.perf_counter()
         trigger.run(exit_when_idle_s=2.0)
-        landed = len(landing.event_ids(settings.landing_dir, model))
+        landed = len(landing_store.read(settings.landing_store, model))
         handled = landed + trigger.stats["rejected"]
         lag = _lag(settings, named(load_spec(model).source_topic, settings))
         assert trigger.first is not None
@@ -114,15 +127,24 @@ def bench(model: str, n: int, base: Settings, bad_share: float = 0.0) -> dict[st
         }
 
 
+def _aws(env: dict[str, str] | None) -> dict[str, str]:
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    return {k: env[k] for k in names if k in env} if env else {}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.trigger", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per model (default 100000)")
     parser.add_argument("--models", default=",".join(spec_names()), help="comma-separated models")
     parser.add_argument("--bad-share", type=float, default=0.0, help="share of invalid events (default 0)")
+    parser.add_argument("--s3", action="store_true", help="compare landing into a folder and into S3 (stores-up)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
     settings = get_settings()
+    if args.s3:
+        compare_stores(args.models.split(","), args.events, settings)
+        return
     print(
         f"{'model':<14}{'events':>8}{'landed':>8}{'rejected':>9}{'uncommitted':>12}"
         f"{'publish/s':>11}{'trigger/s':>11}{'raw read/s':>11}{'ratio':>7}{'wall s':>8}"
@@ -135,6 +157,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{r['trigger_per_s'] / r['raw_consume_per_s']:>7.2f}{r['with_startup_s']:>8.1f}"
         )
     print("ratio = trigger (validate, land exactly once, commit; CRCs checked) / a bare consumer; target >= 40,000/s")
+
+
+def compare_stores(models: list[str], events: int, settings: Settings) -> None:
+    """Landing throughput into a folder next to the S3 server of ``make stores-up``, same events."""
+    from bench.stores import stores_env
+
+    s3 = stores_env()
+    print(f"{'model':<14}{'events':>8}{'file:// /s':>12}{'s3:// /s':>12}{'s3/file':>9}  (trigger events/s)")
+    for model in models:
+        local, remote = bench(model, events, settings), bench(model, events, settings, s3=s3)
+        assert remote["landed"] + remote["rejected"] == events and remote["uncommitted"] == 0, remote
+        print(
+            f"{model:<14}{events:>8}{local['trigger_per_s']:>12,.0f}{remote['trigger_per_s']:>12,.0f}"
+            f"{remote['trigger_per_s'] / local['trigger_per_s']:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

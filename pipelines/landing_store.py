@@ -35,7 +35,12 @@ def write_part(store: Store, model: str, frame: pd.DataFrame | pa.Table, *, name
 
 
 def part_keys(store: Store, model: str) -> list[str]:
-    return [k for k in store.list_keys(model, suffix=".parquet") if k.rsplit("/", 1)[-1].startswith("part-")]
+    """The model's published parts: ``<model>/part-*.parquet`` only (not the staged ones in a sub-folder)."""
+    return [
+        k
+        for k in store.list_keys(model, suffix=".parquet")
+        if k.startswith(f"{model}/part-") and "/" not in k[len(model) + 1 :]
+    ]
 
 
 def read(store: Store, model: str, since: str = "", until: str = "") -> pd.DataFrame:

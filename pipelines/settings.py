@@ -67,6 +67,14 @@ class Settings(KafkaSettings, StoreSettings):
     )
     """S3-compatible server for ``s3://`` stores (default: AWS). Credentials: the standard AWS variables."""
 
+    landing_index_cache_dir: Path | None = None
+    """With an ``s3://`` landing store: where a trigger replica caches the landing log it has read
+    (SQLite, on local disk; rebuilt from the store when lost); default ``<data_dir>/trigger/landing-log``."""
+
+    @property
+    def landing_index_cache(self) -> Path:
+        return self.landing_index_cache_dir or self.data_dir / "trigger" / "landing-log"
+
     @property
     def landing_dir(self) -> Path:
         """The landing folder: ``landing_uri`` when it is a ``file://`` URI or a path, else ``<data_dir>/landing``."""

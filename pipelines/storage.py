@@ -125,6 +125,12 @@ class Store:
             tag = str(self.fs.info(self.path(key))["ETag"])
             return self._cat(key), tag
 
+    @contextmanager
+    def open(self, key: str) -> Iterator[Any]:
+        """A seekable binary file of the object, for partial reads (a Parquet footer: ranged GETs on S3)."""
+        with self._errors(key), self.fs.open(self.path(key), "rb") as f:
+            yield f
+
     def exists(self, key: str) -> bool:
         with self._errors(key):
             return bool(self.fs.exists(self.path(key)))

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pipelines.settings import Settings
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,3 +141,14 @@ def private_stores(stores: Stores) -> Iterator[PrivateStores]:
     finally:
         own.run("down", timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=[pytest.mark.stores])])
+def landing_settings(request: pytest.FixtureRequest, kafka_settings: Settings) -> Settings:
+    """``kafka_settings`` landing into a local folder, or into a fresh prefix on the S3 server."""
+    if request.param == "file":
+        return kafka_settings
+    stores: Stores = request.getfixturevalue("stores")
+    return kafka_settings.model_copy(
+        update={"landing_uri": stores.prefix_uri("landing"), "s3_endpoint_url": stores.endpoint}
+    )

@@ -8,14 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
+from pipelines import landing_store
 from pipelines.settings import Settings, get_settings
-from pipelines.streaming import landing
 from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.publish import main as publish_main
@@ -67,8 +68,10 @@ def uncommitted(settings: Settings, topic: str) -> int:
 
 
 def landed_rows(settings: Settings, model: str) -> list[dict[str, Any]]:
-    """Every landed row, duplicates included (the store's raw parts)."""
-    return [row for part in landing.parts(settings.landing_dir, model) for row in pq.read_table(part).to_pylist()]
+    """Every landed row, duplicates included (the store's raw parts; a folder or ``s3://``)."""
+    store = settings.landing_store
+    blobs = store.read_many(landing_store.part_keys(store, model))
+    return [row for key in sorted(blobs) for row in pq.read_table(pa.BufferReader(blobs[key])).to_pylist()]
 
 
 def test_topics_are_created_once(kafka_settings: Settings) -> None:

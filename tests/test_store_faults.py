@@ -1,6 +1,7 @@
 """Store outages against real servers (a private PostgreSQL + S3 + MLflow, stopped on purpose):
-serving keeps answering with the models it loaded, a pipeline step fails naming the store, and
-everything works again once the store is back."""
+serving keeps answering with the models it loaded, a pipeline step fails naming the store, the
+trigger pauses landing into S3 without committing offsets, and everything works again once the
+store is back, nothing lost or duplicated."""
 
 from __future__ import annotations
 
@@ -11,17 +12,26 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import pandas as pd
 import pytest
 
+from feature_specs import load_spec
+from feature_specs.synthetic import generate, to_events
 from pipelines import landing_store
+from pipelines.settings import Settings
 from pipelines.storage import Store, StoreUnavailable
+from pipelines.streaming.log_index import LogIndex
+from pipelines.streaming.publish import publish_events
+from pipelines.streaming.topics import ensure_topics, named
 from pipelines.training.steps.extract import extract
 from tests.helpers import free_port, wait_ready
+from tests.kafka_broker import TriggerProcess
 from tests.stores import PrivateStores, Stores
 from tests.test_mlflow_server import REGISTER
+from tests.test_trigger_replicas import committed_offsets, landed_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.stores]
 OUTAGE_S = float(os.environ.get("CONSTRUCTOS_TEST_OUTAGE_S", "30"))
@@ -127,3 +137,50 @@ def test_s3_down(private_stores: PrivateStores, world: Stores, server: str, tmp_
 
 def _rows() -> pd.DataFrame:
     return pd.DataFrame({"event_id": ["e1", "e2", "e3"], "occurred_at": "2026-01-01T00:00:00+00:00", "x": 1.0})
+
+
+def test_s3_down_the_trigger_pauses_landing_and_resumes(
+    private_stores: PrivateStores, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    own, model = private_stores.stores(), "lead_score"
+    settings = kafka_settings.model_copy(
+        update={"landing_uri": f"s3://{own.bucket}/trigger-{tmp_path.name}", "s3_endpoint_url": own.endpoint}
+    )
+    ensure_topics(settings, [model])
+    topic = named(load_spec(model).source_topic, settings)
+    events = to_events(generate(model, 6000, seed=5), seed=5)
+    with mock.patch.dict(os.environ, own.client_env()):
+        trigger = TriggerProcess(settings, model, poll_records=500)
+        index = LogIndex(settings.landing_store, tmp_path / "check")
+    stopped: float | None = None
+    try:
+        publish_events(model, events[:3000], settings)
+        trigger.wait_for(r"DEBUG.*: landed 500", timeout=120)
+        private_stores.run("stop", "s3")
+        stopped = time.monotonic()
+        publish_events(model, events[3000:], settings)
+        trigger.wait_for("landing paused, offsets not committed", timeout=60)
+        time.sleep(5)  # the batches in flight when the store went are settled by now
+        before = committed_offsets(settings, topic)
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - (stopped or 0.0))))
+        assert trigger.proc.poll() is None, f"the trigger exited during the outage:\n{trigger.log()}"
+        assert committed_offsets(settings, topic) == before, "offsets were committed while the store was down"
+        assert before < len(events)
+        private_stores.run("start", "s3")
+        stopped = None
+        trigger.wait_for("landing resumed", timeout=120)
+        with mock.patch.dict(os.environ, own.client_env()):
+            deadline = time.monotonic() + 120
+            while index.rows(model) < len(events):
+                assert time.monotonic() < deadline, f"{index.rows(model)} landed\n{trigger.log()}"
+                time.sleep(0.5)
+            ids = landed_ids(settings, model)
+    finally:
+        trigger.proc.terminate()
+        trigger.proc.wait(30)
+        if stopped is not None:  # failed during the outage: bring the store back for the next tests
+            private_stores.run("start", "s3")
+    assert sorted(ids) == sorted(e["event_id"] for e in events)  # none lost, none twice
+    assert sum("landing paused" in line for line in trigger.lines) == 1, "one warning per outage"
+    log = "".join(trigger.lines)
+    assert "Traceback" not in log and own.env["AWS_SECRET_ACCESS_KEY"] not in log

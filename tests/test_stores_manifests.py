@@ -34,3 +34,18 @@ def test_mlflow_runs_replicas_on_postgres_and_s3_with_secret_credentials(kustomi
         assert data[key].startswith("s3://"), key
     destination = {e["name"]: e for e in server["env"]}["MLFLOW_ARTIFACTS_DESTINATION"]
     assert destination["valueFrom"]["configMapKeyRef"]["name"] == "platform-settings"
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_trigger_lands_into_s3_with_the_bucket_credentials_only(kustomize: str, env: str) -> None:
+    bundle = mc.build(mc.MANIFESTS / "overlays" / env, kustomize)
+    deployment = next(r for r in bundle if r["kind"] == "Deployment" and r["metadata"]["name"] == "trigger")
+    (trigger,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": "platform-settings"}} in trigger["envFrom"]  # CONSTRUCTOS_LANDING_URI
+    assert not [e for e in trigger["envFrom"] if e.get("secretRef", {}).get("name") == "mlflow-stores"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in trigger["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {
+        k: {"name": "mlflow-stores", "key": k, "optional": True} for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }

@@ -106,7 +106,8 @@ def test_an_oversized_compressed_record_is_dead_lettered_truncated_and_nothing_s
     assert trigger.stats["poison"] == 0
 
 
-def test_conflicting_duplicates_first_wins_and_the_newcomer_is_dead_lettered(kafka_settings: Settings) -> None:
+def test_conflicting_duplicates_first_wins_and_the_newcomer_is_dead_lettered(landing_settings: Settings) -> None:
+    kafka_settings = landing_settings  # a folder or s3://
     ensure_topics(kafka_settings, [MODEL])
     original = events(10, 4)
     changed = original[0] | {"avg_days_to_pay": original[0]["avg_days_to_pay"] + 7}

@@ -1,6 +1,7 @@
 """Three trigger replicas in one consumer group against the real broker, two of them SIGKILLed and
 restarted at random moments while 30k events stream in: every event lands exactly once, every
-launch key is launched exactly once, and no lifecycle event carries an empty run id."""
+launch key is launched exactly once, and no lifecycle event carries an empty run id. On a local
+landing folder and on the real S3 server (``make stores-up``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import signal
 import time
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
+from pipelines import landing_store
 from pipelines.settings import Settings
 from pipelines.streaming import landing
-from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
+from pipelines.streaming.log_index import LogIndex
 from pipelines.streaming.publish import publish_events
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics, named
@@ -30,15 +34,32 @@ MODEL = "credit_risk"
 EVENTS = 30_000
 
 
-def landed_ids(settings: Settings) -> list[str]:
-    parts = landing.parts(settings.landing_dir, MODEL)
-    return [i for p in parts for i in pq.read_table(p, columns=["event_id"]).column(0).to_pylist()]
+def landed_ids(settings: Settings, model: str = MODEL) -> list[str]:
+    """Every event id in the published parts, as often as it was landed."""
+    store = settings.landing_store
+    blobs = store.read_many(landing_store.part_keys(store, model))
+    return [i for b in blobs.values() for i in pq.read_table(pa.BufferReader(b), columns=["event_id"])[0].to_pylist()]
 
 
-def test_three_replicas_with_kills_land_once_and_launch_once(kafka_settings: Settings) -> None:
+def committed_offsets(settings: Settings, topic: str) -> int:
+    """The trigger group's committed offsets on ``topic``, summed over its partitions."""
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=settings.trigger_group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum(consumer.committed(tp) or 0 for tp in parts)
+    finally:
+        consumer.close(autocommit=False)
+
+
+@pytest.fixture
+def settings(landing_settings: Settings) -> Settings:
+    return landing_settings.model_copy(update={"pipeline_runner": "dry-run"})
+
+
+def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    settings = kafka_settings.model_copy(update={"pipeline_runner": "dry-run"})
+    store = settings.landing_store
     ensure_topics(settings, [MODEL])
     events = to_events(generate(MODEL, EVENTS, seed=31), seed=31)
     resent = rng.sample(events, 1500)  # re-sent under another key: another partition, maybe another replica
@@ -62,7 +83,9 @@ def test_three_replicas_with_kills_land_once_and_launch_once(kafka_settings: Set
                 kills += 1
                 time.sleep(rng.uniform(0.0, 3.0))
                 replicas[victim] = TriggerProcess(settings, MODEL, poll_records=500, retrain=True)
-        index = SqliteIndex(settings.landing_dir)
+        index: LandingIndex = (
+            SqliteIndex(settings.landing_dir) if store.local else LogIndex(store, settings.data_dir / "check")
+        )
         deadline = time.monotonic() + 180
         while index.rows(MODEL) < EVENTS or RetrainState(settings.trigger_state_path).pending():
             assert time.monotonic() < deadline, f"seed {seed}: {index.rows(MODEL)} landed\n{replicas[2].log()}"
@@ -78,7 +101,7 @@ def test_three_replicas_with_kills_land_once_and_launch_once(kafka_settings: Set
     assert [i for i, n in Counter(ids).items() if n > 1] == [], f"seed {seed}: duplicates landed"
     assert set(ids) == {e["event_id"] for e in events}, f"seed {seed}: events lost"
     assert index.rows(MODEL) == EVENTS
-    staged = [p.name.removesuffix(".tmp") for p in (settings.landing_dir / MODEL).glob("*.tmp")]
+    staged = [k.rsplit("/", 1)[-1] for k in store.list_keys(f"{MODEL}/{landing.STAGING}")]
     assert not [p for p in staged if index.committed(MODEL, p)], "a committed part left unpublished"
     # (an uncommitted one is a kill between write and commit: garbage, removed after 10 minutes)
 
@@ -95,4 +118,4 @@ def test_three_replicas_with_kills_land_once_and_launch_once(kafka_settings: Set
     launched = Counter(e["key"] for e in lifecycle if e["type"] == "training.launched")
     assert all(e["run_id"] for e in lifecycle if "run_id" in e), "a lifecycle event with an empty run id"
     assert max(launched.values()) == 1 and set(launched) <= set(keys)
-    print(f"seed {seed}: {kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphan parts")
+    print(f"{store.uri}: seed {seed}: {kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphans")

@@ -1,19 +1,29 @@
-"""The landing store: append-only Parquet parts per model, written atomically.
+"""The trigger's landing: append-only Parquet parts per model, exactly once per event id, on any store.
 
-``<data_dir>/landing/<model>/part-<time>-<id>.parquet`` with columns ``event_id``,
-``occurred_at``, ``landed_at``, the spec's features and its target (no PII: the trigger strips it).
-A part is written to a temporary name (``.parquet.tmp``), fsynced and renamed, so readers never see
-half a file. The trigger lands through :func:`land`: the part's event ids are committed to the
-:mod:`~pipelines.streaming.landing_index` between the write and the rename, which makes landing
-exactly-once per event id across replicas and crashes (:func:`recover` finishes the renames a
-crash interrupted).
+The store is a folder (``file://``, the default ``<data_dir>/landing``) or an object store
+(``s3://bucket/prefix``), read and written through :class:`pipelines.storage.Store`. Parts are
+``<model>/part-<time>-<id>.parquet`` with columns ``event_id``, ``occurred_at``, ``landed_at``,
+the spec's features and its target (no PII: the trigger strips it); readers
+(:mod:`pipelines.landing_store`) see published parts only.
+
+:func:`land` makes a part exactly-once without an atomic rename (S3 has none):
+
+1. **stage** the part as ``<model>/_staging/<name>`` (invisible to readers; one atomic PUT);
+2. **commit** its event ids to the :mod:`~pipelines.streaming.landing_index` under ``<name>``,
+   all or nothing (ids another replica landed first are dropped and the rest staged again);
+3. **publish** it as ``<model>/<name>`` with a conditional create (from the bytes in memory) and
+   delete the staged copy.
+
+A crash before 2 leaves an uncommitted staged part (garbage, deleted by :func:`recover` after
+``stale_after_s``); between 2 and 3 a committed one, which :func:`recover` publishes (the trigger
+runs it whenever partitions are assigned). So a row is visible at most once, and a replayed
+batch finds its ids landed.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,96 +32,104 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines import landing_store
+from pipelines.storage import Store, open_store
 from pipelines.streaming.landing_index import LandingIndex
 
-
-def model_dir(root: Path, model: str) -> Path:
-    return root / model
+STAGING = "_staging"
 
 
-def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
-    """Durably append ``frame`` (a DataFrame or an Arrow table) as one new part, outside the index
-    (backfills, tests); returns its path."""
-    return publish(stage(root, model, frame))
+def staged_key(model: str, name: str) -> str:
+    return f"{model}/{STAGING}/{name}"
 
 
-def land(root: Path, index: LandingIndex, model: str, table: pa.Table, digests: Mapping[str, int]) -> list[str]:
+def land(store: Store, index: LandingIndex, model: str, table: pa.Table, digests: Mapping[str, int]) -> list[str]:
     """Land ``table`` (rows whose ``event_id`` are the keys of ``digests``) exactly once.
 
     Returns the ids another writer landed first (their rows are not landed here: the caller
     decides whether they are duplicates or conflicts); every other row is durably landed."""
     lost: list[str] = []
     while table.num_rows:
-        staged = stage(root, model, table)
-        taken = index.commit(model, staged.name.removesuffix(".tmp"), {i: digests[i] for i in _ids(table)})
+        name = landing_store.part_key(model).rsplit("/", 1)[-1]
+        data = _parquet(table)
+        store.put(staged_key(model, name), data)
+        taken = index.commit(model, name, {i: digests[i] for i in _ids(table)})
         if not taken:
-            publish(staged)
+            publish(store, model, name, data)
             break
-        staged.unlink()
+        store.delete(staged_key(model, name))
         lost += taken
         keep = pc.invert(pc.is_in(table.column("event_id"), pa.array(taken, pa.string())))
         table = table.filter(keep)
     return lost
 
 
-def stage(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
-    """Write ``frame`` as a new part under its temporary name (invisible to readers), fsynced."""
-    folder = model_dir(root, model)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet.tmp"
-    if isinstance(frame, pa.Table):
-        pq.write_table(frame, tmp)
-    else:
-        frame.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    return tmp
+def publish(store: Store, model: str, name: str, data: bytes | None = None) -> None:
+    """Make a staged part visible (a conditional create: idempotent) and drop the staged copy."""
+    staged = staged_key(model, name)
+    store.put_if_absent(f"{model}/{name}", store.read_bytes(staged) if data is None else data)
+    store.delete(staged)
 
 
-def publish(staged: Path) -> Path:
-    """Make a staged part visible (atomic rename + directory fsync); idempotent."""
-    final = staged.with_name(staged.name.removesuffix(".tmp"))
-    try:
-        os.replace(staged, final)
-    except FileNotFoundError:
-        if not final.exists():
-            raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return final
-
-
-def recover(root: Path, index: LandingIndex, model: str, stale_after_s: float = 600) -> int:
-    """Publish the staged parts whose ids were committed (a crash came between commit and rename);
+def recover(store: Store, index: LandingIndex, model: str, stale_after_s: float = 600) -> int:
+    """Publish the staged parts whose ids were committed (a crash came between commit and publish);
     delete uncommitted ones older than ``stale_after_s`` (a crash before the commit). Returns how
     many parts were published."""
     published = 0
-    for staged in sorted(model_dir(root, model).glob("part-*.parquet.tmp")):
+    for key in store.list_keys(f"{model}/{STAGING}", suffix=".parquet"):
+        name = key.rsplit("/", 1)[-1]
         try:
-            if index.committed(model, staged.name.removesuffix(".tmp")):
-                publish(staged)
+            if index.committed(model, name):
+                publish(store, model, name)
                 published += 1
-            elif time.time() - staged.stat().st_mtime > stale_after_s:
-                staged.unlink()
+            elif time.time() - _written_at(name) > stale_after_s:
+                store.delete(key)
         except FileNotFoundError:  # published or removed by another replica meanwhile
             continue
     return published
+
+
+def row_count(store: Store, model: str) -> int:
+    """Rows in the model's published parts, backfills included (Parquet footers only: ranged reads)."""
+    total = 0
+    for key in landing_store.part_keys(store, model):
+        with store.open(key) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _written_at(name: str) -> float:
+    """When a part was named: ``part-<time_ns>-<id>.parquet`` (now, for a name of another form)."""
+    stamp = name.removeprefix("part-").split("-", 1)[0]
+    return int(stamp) / 1e9 if stamp.isdigit() else time.time()
 
 
 def _ids(table: pa.Table) -> list[str]:
     return table.column("event_id").to_pylist()
 
 
+# --- a local landing folder (tests, backfills, benchmarks) ----------------------------------------
+
+
+def _folder(root: Path) -> Store:
+    return open_store(root.resolve().as_uri())
+
+
+def write_part(root: Path, model: str, frame: pd.DataFrame | pa.Table) -> Path:
+    """Durably append ``frame`` as one new part, outside the index (backfills, tests); returns its path."""
+    key = landing_store.write_part(_folder(root), model, frame)
+    assert key is not None  # a fresh unique name
+    return root / key
+
+
 def parts(root: Path, model: str) -> list[Path]:
-    return sorted(model_dir(root, model).glob("part-*.parquet"))
-
-
-def row_count(root: Path, model: str) -> int:
-    """Rows in the model's landed parts (Parquet footers only), backfills included."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts(root, model))
+    return sorted((root / model).glob("part-*.parquet"))
 
 
 def event_ids(root: Path, model: str) -> set[str]:
@@ -124,7 +142,4 @@ def event_ids(root: Path, model: str) -> set[str]:
 
 def read(root: Path, model: str, since: str | None = None, until: str | None = None) -> pd.DataFrame:
     """All landed rows of a model: :func:`pipelines.landing_store.read` on the landing folder."""
-    from pipelines.landing_store import read as read_store
-    from pipelines.storage import open_store
-
-    return read_store(open_store(root.resolve().as_uri()), model, since or "", until or "")
+    return landing_store.read(_folder(root), model, since or "", until or "")

@@ -89,6 +89,11 @@ class SqliteIndex:
         with self._lock:
             return int(self._db(model).execute("SELECT rows FROM counts").fetchone()[0])
 
+    def parts(self, model: str) -> int:
+        """How many parts were committed (a log-backed index: the next log position)."""
+        with self._lock:
+            return int(self._db(model).execute("SELECT count(*) FROM parts").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             for db in self._dbs.values():

@@ -2,15 +2,18 @@
 and configured secrets masked in every line (a second guard behind the clients' masked password).
 
 The Kafka client's DEBUG log prints whole fetch responses, i.e. raw records with their personal
-data, so it is never enabled: its most detailed level here is INFO."""
+data, so it is never enabled: its most detailed level here is INFO. The S3 client stack (botocore,
+s3fs, aiohttp) logs signed request headers at DEBUG: it logs warnings and errors only."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from pipelines.settings import Settings, get_settings
 
 MASK = "***"
+S3_CLIENT_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp", "urllib3")
 
 
 class Redact(logging.Filter):
@@ -34,6 +37,8 @@ def configure_logging(level: str, kafka_level: str = "ERROR", settings: Settings
     settings = settings or get_settings()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLevelNamesMapping()[kafka_level.upper()]))
-    redact = Redact([settings.kafka_sasl_password or ""])
+    for name in S3_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    redact = Redact([settings.kafka_sasl_password or "", os.environ.get("AWS_SECRET_ACCESS_KEY", "")])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)

@@ -6,21 +6,22 @@ stripped; a field the spec does not know is refused, like malformed JSON, a wron
 of range or an oversized message. Refused events go to ``<source_topic>.dlq`` with the PII fields
 removed and the reason in headers (:mod:`pipelines.streaming.dead_letters`); the consumer goes on.
 
-**Exactly once.** Good events are landed through the shared landing index
-(:mod:`pipelines.streaming.landing_index`): an event id lands once across replicas, rebalances and
-crashes, and memory does not grow with the store. The same id sent again with the same content is
-a duplicate (counted, skipped); with *different* content it is a conflict: the first landed
-version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate`` (counted
-as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
+**Exactly once.** Good events are landed (:mod:`pipelines.streaming.landing`, into a folder or an
+``s3://`` store) through the shared landing index (:mod:`~pipelines.streaming.landing_index`, or
+:mod:`~pipelines.streaming.log_index` on object storage): an event id lands once across replicas,
+rebalances and crashes, and memory does not grow with the store. The same id sent again with the
+same content is a duplicate (counted, skipped); with *different* content it is a conflict: the
+first landed version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate``
+(counted as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
 (Publish with the event id as key so a re-sent event lands on the same partition.)
 
 **Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
-**Resilience.** Any Kafka failure (broker down at start or gone mid-stream, a failed commit) closes
-the clients and starts again from the committed offsets after a pause that doubles up to
-``kafka_retry_max_s``. A record that cannot even be dead-lettered is skipped after
-``trigger_dead_letter_attempts`` tries (a poison record: ERROR log, kept in the state). SIGTERM/SIGINT
-finish the batch at hand and stop.
+**Resilience.** A Kafka failure (broker down at start or gone mid-stream, a failed commit) or an
+unreachable landing store (landing pauses: one warning per outage) closes the clients and starts
+again from the committed offsets after a pause doubling up to ``kafka_retry_max_s``. A record that
+cannot even be dead-lettered is skipped after ``trigger_dead_letter_attempts`` tries (a poison
+record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand and stop.
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ from kafka.errors import KafkaError
 
 from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
+from pipelines.storage import StoreUnavailable
 from pipelines.streaming import health, landing
 from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.health import Heartbeat
 from pipelines.streaming.intake import Intake, Reject
-from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
+from pipelines.streaming.log_index import LogIndex
 from pipelines.streaming.logs import configure_logging
+from pipelines.streaming.outage import Outage
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
@@ -95,23 +99,22 @@ class Trigger:
         self.intakes = {m: Intake(spec, self.settings.trigger_max_event_bytes) for m, spec in self.specs.items()}
         self.topic_model = {named(spec.source_topic, self.settings): m for m, spec in self.specs.items()}
         self.requests_topic = named(RETRAIN_REQUESTS, self.settings)
-        landing_uri = self.settings.landing_uri or ""
-        if "://" in landing_uri and not landing_uri.startswith("file://"):
-            raise SystemExit(
-                f"trigger: CONSTRUCTOS_LANDING_URI={landing_uri}: the trigger lands into a folder "
-                "(a local or shared volume, file://); landing from Kafka into object storage is not supported yet. "
-                "The pipeline reads s3:// landing stores that other writers fill."
-            )
-        self.root = self.settings.landing_dir
-        self.index = SqliteIndex(self.root)
+        self.store = self.settings.landing_store
+        self.index: LandingIndex = (
+            SqliteIndex(self.settings.landing_dir)
+            if self.store.local
+            else LogIndex(self.store, self.settings.landing_index_cache)
+        )
         self.state = RetrainState(self.settings.trigger_state_path)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
         self._events = EventPublisher(self.settings)
         self.retrainer = Retrainer(
-            self.specs, self.index, self.state, self._events, launcher, lambda m: landing.row_count(self.root, m)
+            self.specs, self.index, self.state, self._events, launcher, lambda m: landing.row_count(self.store, m)
         )
         self._connected = False
+        self._outage = Outage(self.settings.kafka_retry_max_s)
+        self._recovery_due = False
         self.heartbeat = Heartbeat()  # the health port's liveness signal
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -120,7 +123,7 @@ class Trigger:
         self._stop.set()
 
     def run(self, exit_when_idle_s: float | None = None) -> None:
-        """Consume until stopped (or idle that long); reconnects with backoff on Kafka failures."""
+        """Consume until stopped (or idle that long); reconnects with backoff on Kafka or store failures."""
         attempt = 0
         try:
             while not self._stop.is_set():
@@ -140,18 +143,31 @@ class Trigger:
                     )
                     self.heartbeat.beat()
                     self._stop.wait(delay)
+                except StoreUnavailable as exc:
+                    self.heartbeat.beat()
+                    self.stats["store_retries"] += 1
+                    self._stop.wait(self._outage.failed(exc))
         finally:
             self.retrainer.close()
             self._events.close()
             log.info("stopped: %s", dict(self.stats))
 
     def recover(self) -> None:
-        """Publish landed parts a crash left unpublished; resume launches a crash left pending."""
-        for model in self.models:
-            if published := landing.recover(self.root, self.index, model):
-                log.warning("%s: published %d part(s) a crash had left staged", model, published)
+        """Publish landed parts a crash left unpublished; resume launches a crash left pending.
+        With the store unreachable, publishing waits for the next batch (which waits for the store)."""
+        try:
+            self._recover_landing()
+        except StoreUnavailable as exc:
+            self._recovery_due = True
+            log.warning("publishing staged parts postponed: %s", exc)
         if self.retrain:
             self.retrainer.resume_pending()
+
+    def _recover_landing(self) -> None:
+        for model in self.models:
+            if published := landing.recover(self.store, self.index, model):
+                log.warning("%s: published %d part(s) a crash had left staged", model, published)
+        self._recovery_due = False
 
     def _session(self, exit_when_idle_s: float | None) -> None:
         """One connection to the cluster, from the committed offsets until stopped or a Kafka error."""
@@ -206,9 +222,12 @@ class Trigger:
                     elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
                         return
                     continue
+                if self._recovery_due:
+                    self._recover_landing()
                 self.handle(batch, producer)
                 consumer.commit(timeout_ms=30_000)
                 self.stats["batches"] += 1
+                self._outage.over()
                 idle_since = time.monotonic()
         finally:
             consumer.close(autocommit=False, timeout_ms=5000)
@@ -256,7 +275,7 @@ class Trigger:
         lost: list[str] = []
         if fresh:
             rows = table.take([first[event_id][0] for event_id in fresh])
-            lost = landing.land(self.root, self.index, model, rows, fresh)
+            lost = landing.land(self.store, self.index, model, rows, fresh)
             winner |= self.index.landed(model, lost)  # another replica landed these first
         winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
         landed_here = {versions[first[e][0]][0] for e in fresh if e not in lost}
