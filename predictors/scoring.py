@@ -52,7 +52,7 @@ class FittedTransform:
         first = columns[self.numeric[0]] if self.numeric else columns[self.text[0]]
         out = np.zeros((len(first), self.width), dtype=np.float64)
         if self.numeric:
-            numbers = np.column_stack([columns[name] for name in self.numeric])
+            numbers = np.array([columns[name] for name in self.numeric], dtype=np.float64).T  # rows x features
             missing = np.isnan(numbers)
             out[:, : len(self.numeric)] = np.where(missing, self.fill, numbers) if missing.any() else numbers
         for name, slots in zip(self.text, self.slots, strict=True):
@@ -102,7 +102,7 @@ class Scorer:
 
     def _onnx(self, transform: FittedTransform, session: Any, columns: dict[str, np.ndarray]) -> np.ndarray:
         out = session.run(self._outputs, {"X": transform(columns)})[0]
-        scores = (out[:, 1] if self.spec.is_classifier else out.ravel()).astype(np.float64)
+        scores = np.asarray(out[:, 1] if self.spec.is_classifier else out.ravel(), dtype=np.float64)
         # ONNX Runtime's tree kernel sums in an order that depends on the batch size (last-ulp
         # differences): 12 decimals make a row's answer the same alone, batched or micro-batched.
         return np.round(scores, SCORE_DECIMALS)
