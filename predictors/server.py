@@ -12,6 +12,7 @@ answers "not ready" while the others serve.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -188,6 +189,10 @@ def serve(
     pending = [m for m in models if not m.ready]
     if pending and settings.load_retry_seconds > 0:
         threading.Thread(target=_keep_loading, args=(pending, settings.load_retry_seconds), daemon=True).start()
+    # What is loaded now lives as long as the server: kept out of the garbage collector's full
+    # passes, which otherwise walk ~300k objects (~200 ms) every few thousand requests: the p99.
+    gc.collect()
+    gc.freeze()
     server.start(list(models))
 
 
