@@ -1,9 +1,11 @@
 """Serving benchmark: our credit_risk predictor vs the stock pattern vs the server's floor.
 
-Each server runs alone, pinned to CPU 0; the load generator (wrk for REST, ghz for gRPC) runs
-pinned to CPU 1. 1-row V2 infer requests: throughput at 8 connections, p50/p99 latency at 1
-connection, each after a warm-up. Then ours over gRPC (same row, typed contents), and ours at 32
-connections with and without adaptive micro-batching.
+All servers run side by side, pinned to CPU 0 (only the one under load works); the load generator
+(wrk for REST, ghz for gRPC) runs pinned to CPU 1. 1-row V2 infer requests: throughput at 8
+connections, p50/p99 latency at 1 connection, each after a warm-up. Then ours over gRPC (same row,
+typed contents), and ours at 32 connections with and without adaptive micro-batching. The runs
+being compared are interleaved in rounds and the medians shown: this machine's speed drifts by
+tens of percent within minutes, and drift must not decide a ratio.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -121,34 +126,45 @@ def ghz(ghz_bin: str, address: str, connections: int, seconds: int, strict: bool
     return {"rps": report["rps"], "p50": pcts[50], "p99": pcts[99]}
 
 
-def measure(name: str, cmd: list[str], port: int, script: Path, seconds: int) -> dict[str, float]:
-    proc = start(cmd, port)
-    url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-    try:
-        wrk(url, script, 8, max(3, seconds // 3))  # warm-up
-        throughput = wrk(url, script, 8, seconds)
-        latency = wrk(url, script, 1, seconds)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    result = {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"], "rps_1": latency["rps"]}
+Figures = dict[str, float]
+
+
+def rounds(runs: dict[str, Callable[[], Figures]], count: int) -> dict[str, Figures]:
+    """Every run once per round, interleaved, so the machine's drift hits all of them alike; the
+    median of each figure over the rounds."""
+    samples: dict[str, list[Figures]] = {name: [] for name in runs}
+    for _ in range(count):
+        for name, run in runs.items():
+            samples[name].append(run())
+    return {name: {k: statistics.median(s[k] for s in got) for k in got[0]} for name, got in samples.items()}
+
+
+def rest(url: str, script: Path, seconds: int) -> Callable[[], Figures]:
+    def run() -> Figures:
+        throughput, latency = wrk(url, script, 8, seconds), wrk(url, script, 1, seconds)
+        return {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
+
+    return run
+
+
+def show(name: str, result: Figures, connections: str = "8 conn") -> None:
     print(
-        f"  {name:<6} {result['rps']:8.0f} req/s (8 conn)   "
-        f"p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms (1 conn)",
+        f"  {name:<9} {result['rps']:8.0f} req/s ({connections})   "
+        f"p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms",
         flush=True,
     )
-    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is shown)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian package 'wrk'); `make bench` installs it")
     from tests.helpers import save_trained_model
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         model_dir = save_trained_model(MODEL, Path(tmp) / MODEL, rows=20_000)
         script = Path(tmp) / "post.lua"
         script.write_text(
@@ -156,16 +172,29 @@ def main() -> None:
             f"wrk.body = {json.dumps(v2_body())}\n"
         )
         py = sys.executable
-        print(f"serving benchmark: {MODEL}, 1-row V2 infer, server on CPU 0, load on CPU 1, {args.seconds}s per run")
-        ours_cmd = ["-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}"]
-        results = {}
-        for name, extra in [
-            ("floor", ["-m", "bench.baselines", "--kind=floor"]),
-            ("stock", ["-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"]),
-            ("ours", [*ours_cmd, "--enable_grpc=false"]),
+        print(
+            f"serving benchmark: {MODEL}, 1-row V2 infer, servers on CPU 0, load on CPU 1; "
+            f"{args.rounds} interleaved rounds of {args.seconds}s runs, medians"
+        )
+        ours_cmd = [py, "-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}"]
+        grpc_port = free_port()
+        urls = {}
+        for name, cmd, env in [
+            ("floor", [py, "-m", "bench.baselines", "--kind=floor"], {}),
+            ("stock", [py, "-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"], {}),
+            ("ours", [*ours_cmd, f"--grpc_port={grpc_port}"], {}),
+            ("batched", [*ours_cmd, "--enable_grpc=false"], {"CONSTRUCTOS_BATCHING": "true"}),
         ]:
             port = free_port()
-            results[name] = measure(name, [py, *extra, f"--http_port={port}"], port, script, args.seconds)
+            servers.enter_context(running([*cmd, f"--http_port={port}"], port, env))
+            urls[name] = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+            wrk(urls[name], script, 8, 3)  # warm-up
+
+        results = rounds(
+            {name: rest(urls[name], script, args.seconds) for name in ("floor", "stock", "ours")}, args.rounds
+        )
+        for name, result in results.items():
+            show(name, result, "8 conn; latency at 1 conn")
         ours, stock, floor = results["ours"], results["stock"], results["floor"]
         print(
             f"  ratios: throughput ours/stock {ours['rps'] / stock['rps']:.2f}x (target >= 1.5), "
@@ -173,50 +202,53 @@ def main() -> None:
             f"p99 ours {ours['p99']:.3f} ms (target <= 1.5)",
             flush=True,
         )
-        grpc_vs_rest(py, ours_cmd, ours, args.seconds)
-        batching(py, ours_cmd, script, args.seconds)
+        grpc_vs_rest(urls["ours"], f"127.0.0.1:{grpc_port}", script, args)
+        batching(urls["ours"], urls["batched"], script, args)
 
 
-def grpc_vs_rest(py: str, ours_cmd: list[str], rest: dict[str, float], seconds: int) -> None:
+@contextmanager
+def running(cmd: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+    proc = start(cmd, port, env)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def grpc_vs_rest(url: str, address: str, script: Path, args: argparse.Namespace) -> None:
     ghz_bin = find_ghz()
     if not ghz_bin:
         print("  grpc: skipped, no ghz (`make ghz` builds it)")
         return
-    port, grpc_port = free_port(), free_port()
-    proc = start([py, *ours_cmd, f"--http_port={port}", f"--grpc_port={grpc_port}"], port)
-    address = f"127.0.0.1:{grpc_port}"
-    try:
-        ghz(ghz_bin, address, 8, max(3, seconds // 3), strict=False)  # warm-up (connections may still open)
-        throughput = ghz(ghz_bin, address, 8, seconds)
-        latency = ghz(ghz_bin, address, 1, seconds)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    ghz(ghz_bin, address, 8, 3, strict=False)  # warm-up (connections may still open)
+
+    def grpc() -> Figures:
+        throughput, latency = ghz(ghz_bin, address, 8, args.seconds), ghz(ghz_bin, address, 1, args.seconds)
+        return {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
+
+    results = rounds({"REST": rest(url, script, args.seconds), "gRPC": grpc}, args.rounds)
+    for name, result in results.items():
+        show(f"ours {name}", result, "8 conn; latency at 1 conn")
+    ratio = results["gRPC"]["rps"] / results["REST"]["rps"]
+    print(f"  gRPC/REST throughput {ratio:.2f}x (target >= 1)", flush=True)
+
+
+def batching(unbatched: str, batched: str, script: Path, args: argparse.Namespace) -> None:
+    """Ours at 32 connections, without and with adaptive micro-batching."""
+
+    def at_32(url: str) -> Callable[[], Figures]:
+        return lambda: wrk(url, script, 32, args.seconds)
+
+    results = rounds({"unbatched": at_32(unbatched), "batched": at_32(batched)}, args.rounds)
+    for name, result in results.items():
+        show(name, result, "32 conn")
+    ratio = results["batched"]["rps"] / results["unbatched"]["rps"]
     print(
-        f"  ours gRPC {throughput['rps']:8.0f} req/s (8 conn)   p50 {latency['p50']:6.3f} ms   "
-        f"p99 {latency['p99']:6.3f} ms (1 conn); gRPC/REST throughput {throughput['rps'] / rest['rps']:.2f}x "
-        "(target >= 1)",
+        f"  micro-batching at 32 connections: {ratio:.2f}x throughput (target >= 2), "
+        f"p99 {results['batched']['p99']:.3f} ms (target <= 10)",
         flush=True,
     )
-
-
-def batching(py: str, ours_cmd: list[str], script: Path, seconds: int) -> None:
-    """Ours at 32 connections, without and with adaptive micro-batching."""
-    runs = {}
-    for name, env in [("unbatched", {}), ("batched", {"CONSTRUCTOS_BATCHING": "true"})]:
-        port = free_port()
-        proc = start([py, *ours_cmd, "--enable_grpc=false", f"--http_port={port}"], port, env)
-        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-        try:
-            wrk(url, script, 32, max(3, seconds // 3))  # warm-up
-            runs[name] = wrk(url, script, 32, seconds)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        print(f"  {name:<9} {runs[name]['rps']:8.0f} req/s   p99 {runs[name]['p99']:6.3f} ms (32 conn)", flush=True)
-    ratio = runs["batched"]["rps"] / runs["unbatched"]["rps"]
-    print(f"  micro-batching at 32 connections: {ratio:.2f}x throughput (target >= 2), p99 "
-          f"{runs['batched']['p99']:.3f} ms (target <= 10)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
