@@ -136,7 +136,7 @@ class Search(_Strict):
     #: the search stops after this many trials or ``timeout_s`` seconds, whichever comes first
     #: (reproducible for a seed when the trial count ends it).
     trials: int = Field(default=20, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=40.0, gt=0)
     folds: int = Field(default=3, ge=2)
     #: the search runs on a stratified sample of at most this many training rows (the final fit
     #: uses all of them).

@@ -4,6 +4,8 @@ are hidden), and a model of the observed rows does not beat it beyond the bootst
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,7 +49,7 @@ def test_where_values_are_hidden_the_limit_is_the_mean_truth_given_the_observed(
     rows = hidden_rows(data.frame, name)
     truth, limit_h = data.truth[rows], limit[rows]
     deciles = np.quantile(limit_h, np.linspace(0, 1, 11))
-    for low, high in zip(deciles[:-1], deciles[1:], strict=True):
+    for low, high in itertools.pairwise(deciles):
         within = (limit_h >= low) & (limit_h <= high)
         residual = truth[within] - limit_h[within]
         noise = residual.std() / np.sqrt(within.sum())
@@ -61,7 +63,7 @@ def test_the_demand_limit_is_the_median_given_the_lags() -> None:
     y = labels(data.spec, data.frame)
     for rows in (data.frame["demand_lag_4w"].isna().to_numpy(), data.frame["demand_lag_4w"].notna().to_numpy()):
         deciles = np.quantile(limit[rows], np.linspace(0, 1, 11))
-        for low, high in zip(deciles[:-1], deciles[1:], strict=True):
+        for low, high in itertools.pairwise(deciles):
             within = rows & (limit >= low) & (limit <= high)
             below = np.mean(y[within] < limit[within])
             assert abs(below - 0.5) < 4 * np.sqrt(0.25 / within.sum()) + 0.01, (low, high, below)

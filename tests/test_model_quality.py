@@ -149,7 +149,7 @@ def test_the_baseline_rule_rejects_a_crippled_spec() -> None:
 
 def test_search_ranges_parse_from_compact_yaml(tmp_path: Path) -> None:
     search = load_spec("credit_risk").estimator.search
-    assert search is not None and search.timeout_s == 50
+    assert search is not None and search.timeout_s == 40
     assert search.params["learning_rate"] == SearchRange(low=0.02, high=0.3, log=True)
     assert search.params["max_leaf_nodes"].integer and not search.params["l2_regularization"].integer
     text = (Path(__file__).parents[1] / "feature_specs" / "credit_risk.yaml").read_text()
