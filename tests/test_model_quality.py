@@ -12,7 +12,7 @@ import pytest
 import skops.io
 from sklearn import metrics as skm
 
-from feature_specs import load_spec
+from feature_specs import limits, load_spec
 from feature_specs.spec import FeatureSpec, Search, SearchRange, SpecError, parse_spec
 from feature_specs.synthetic import generate
 from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
@@ -93,8 +93,8 @@ def test_bootstrap_intervals_hold_the_point_and_pair_the_gap() -> None:
 
 def test_best_achievable_is_scored_on_exactly_the_model_holdout_rows(data_dir: Path) -> None:
     frame = landed("credit_risk", 2000, seed=4)
-    truth = generate("credit_risk", 2000, seed=4).truth  # row i of the generator is landed row i
-    by_event = dict(zip(frame["event_id"], truth, strict=True))
+    data = generate("credit_risk", 2000, seed=4)  # row i of the generator is landed row i
+    by_event = dict(zip(frame["event_id"], limits.best_achievable("credit_risk", data.frame), strict=True))
     train_rows, holdout = split(CREDIT, frame.sample(frac=1, random_state=3), 0.2, seed=0)  # order must not matter
     model = build_model(CREDIT, max_iter=20).fit(model_input(CREDIT, train_rows), labels(CREDIT, train_rows))
     x, y, scored = holdout_scores(CREDIT, model, train_rows, holdout, data_dir)
