@@ -133,10 +133,11 @@ class Search(_Strict):
     """Hyperparameter search of the tune step: cross-validation on the training split only."""
 
     params: dict[str, SearchRange] = Field(min_length=1)
-    #: the search stops after this many trials or ``timeout_s`` seconds, whichever comes first
-    #: (reproducible for a seed when the trial count ends it).
+    #: the search stops after this many trials or ``timeout_s`` seconds from the tune step's start
+    #: (reading the rows included), whichever comes first (reproducible for a seed when the trial
+    #: count ends it).
     trials: int = Field(default=20, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=45.0, gt=0)
     folds: int = Field(default=3, ge=2)
     #: the search runs on a stratified sample of at most this many training rows (the final fit
     #: uses all of them).

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_specs.limits import best_achievable
 from feature_specs.spec import FeatureSpec, load_spec, spec_names
 from feature_specs.synthetic import generate, has_generator, write_truth
 from pipelines import landing_store
@@ -50,15 +51,16 @@ def landing_frame(spec: FeatureSpec, frame: pd.DataFrame, *, seed: int = 0, star
 
 def land_synthetic(model: str, rows: int, *, seed: int = 0, root: Path | None = None) -> int:
     """Generate ``rows`` rows for ``model`` and land them (in ``root``, default the landing
-    store: ``CONSTRUCTOS_LANDING_URI``, a folder or ``s3://``), with their truth beside the data
-    (for the best achievable in evaluate); returns the count."""
+    store: ``CONSTRUCTOS_LANDING_URI``, a folder or ``s3://``), with their best achievable score
+    beside the data (for evaluate); returns the count."""
     spec = load_spec(model)
     data = generate(model, rows, seed=seed)
     frame = landing_frame(spec, data.frame, seed=seed)
     settings = get_settings()
     store = Store(root.resolve().as_uri()) if root else settings.landing_store
     landing_store.write_part(store, model, frame)
-    write_truth(truth_dir(root.parent if root else settings.data_dir), model, frame["event_id"], data.truth)
+    limit = best_achievable(model, data.frame)
+    write_truth(truth_dir(root.parent if root else settings.data_dir), model, frame["event_id"], limit)
     return len(frame)
 
 

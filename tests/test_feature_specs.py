@@ -63,11 +63,16 @@ def test_not_yaml(tmp_path: Path) -> None:
 
 def test_validator_fills_constants_and_leaves_medians_to_the_transform() -> None:
     spec = load_spec("lead_score")
-    columns = Validator(spec).columns({"customer_industry": ["Energy"], "opportunity_value": [1e5]})
+    zero = [f.model_copy(update={"impute": 0}) if f.name == "interactions" else f for f in spec.features]
+    for_zero = spec.model_copy(update={"features": zero})
+    given = {"customer_industry": ["Energy"], "opportunity_value": [1e5]}
+    columns = Validator(spec).columns(given)
     assert columns["lead_source"].tolist() == ["unknown"]
-    assert columns["interactions"].tolist() == [0.0]
-    assert np.isnan(columns["days_since_first_contact"][0])  # median learned at training
+    assert columns["existing_customer"].tolist() == [False]
+    assert np.isnan(columns["interactions"][0])  # median learned at training
+    assert np.isnan(columns["days_since_first_contact"][0])
     assert list(columns) == spec.feature_names
+    assert Validator(for_zero).columns(given)["interactions"].tolist() == [0.0]
 
 
 def test_validator_accepts_a_dataframe_with_nan_for_missing() -> None:

@@ -71,7 +71,11 @@ def tune(
     search: Output[Metrics],
 ) -> NamedTuple("TuneOutputs", [("mlflow_run_id", str), ("params", dict)]):
     """Open the run's MLflow run; search the spec's space with cross-validation on the training
-    split (each trial a child run). Without a search space: no trials, empty params."""
+    split (each trial a child run). Without a search space: no trials, empty params. The search's
+    time budget counts from here: the step's imports and reading the rows are inside it."""
+    import time
+
+    started = time.monotonic()
     from pathlib import Path
 
     import pandas as pd
@@ -95,6 +99,7 @@ def tune(
         tags=tags,
         trials=trials,
         timeout_s=timeout_s,
+        started=started,
     )
     search.log_metric("trials", out.trials)
     search.log_metric("seconds", round(out.seconds, 2))

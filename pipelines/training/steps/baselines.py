@@ -1,6 +1,7 @@
 """What every candidate must beat on the same holdout: scikit-learn's untuned default estimator on
 the shared transform and, for forecasts whose spec has lags of the target, the naive last-value
-forecast; and, where a generator knows it, the best achievable (the synthetic truth)."""
+forecast; and, where a generator knows it, the best achievable (the synthetic truth given what the
+rows show, :mod:`feature_specs.limits`)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def truth_dir(data_dir: Path) -> Path:
 
 
 def best_achievable(data_dir: Path, spec: FeatureSpec, holdout: pd.DataFrame) -> np.ndarray | None:
-    """The generating process's P(target) / E[target] for exactly these holdout rows, or None when
-    the rows are not all synthetic rows with a known truth."""
+    """The generating process's best score (P(target | observed) / median of the target) for exactly
+    these holdout rows, or None when the rows are not all synthetic rows with a known truth."""
     if "event_id" not in holdout:
         return None
     truth = read_truth(truth_dir(data_dir), spec.name)

@@ -108,10 +108,15 @@ def tune(
     tags: dict[str, str] | None = None,
     trials: int = -1,
     timeout_s: float = -1.0,
+    started: float | None = None,
 ) -> TuneResult:
     """Open the pipeline's MLflow run and, if the spec declares a search space, search it.
-    ``trials`` / ``timeout_s`` override the spec's budget when >= 0 / > 0; 0 trials: no search."""
+    ``trials`` / ``timeout_s`` override the spec's budget when >= 0 / > 0; 0 trials: no search.
+    The time budget counts from ``started`` (``time.monotonic()``; default: now): the tune step
+    passes its own start, so reading the rows and opening the MLflow run are inside the budget."""
     import mlflow
+
+    started = time.monotonic() if started is None else started
 
     mlflow_store.configure()
     with (
@@ -126,17 +131,22 @@ def tune(
             return TuneResult(run.info.run_id)
         budget = {"trials": trials} if trials > 0 else {}
         search = search.model_copy(update=budget | ({"timeout_s": timeout_s} if timeout_s > 0 else {}))
-        return _search(spec, search, frame, holdout_fraction, seed, run.info.run_id)
+        return _search(spec, search, frame, holdout_fraction, seed, run.info.run_id, started + search.timeout_s)
 
 
 def _search(
-    spec: FeatureSpec, search: Search, frame: pd.DataFrame, holdout_fraction: float, seed: int, run_id: str
+    spec: FeatureSpec,
+    search: Search,
+    frame: pd.DataFrame,
+    holdout_fraction: float,
+    seed: int,
+    run_id: str,
+    deadline: float,
 ) -> TuneResult:
     import mlflow
     import optuna
 
     started = time.perf_counter()
-    deadline = time.monotonic() + search.timeout_s
     durations: list[float] = []
     train_rows, _ = split(spec, frame, holdout_fraction, seed)  # the holdout stays untouched
     rows = search_rows(spec, train_rows, search, seed)
@@ -171,7 +181,8 @@ def _search(
     defaults = {k: current[k] for k in search.params if k in current and _in_space(current[k], search.params[k])}
     if defaults:
         study.enqueue_trial(defaults, skip_if_exists=True)
-    study.optimize(objective, n_trials=search.trials, timeout=search.timeout_s, gc_after_trial=False)
+    remaining = max(deadline - time.monotonic(), 0.001)  # spent: the first fold is not started
+    study.optimize(objective, n_trials=search.trials, timeout=remaining, gc_after_trial=False)
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     seconds = time.perf_counter() - started
