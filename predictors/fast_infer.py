@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import orjson
 from kserve.model_repository import ModelRepository
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from predictors.http_edges import BodyTooLarge
+from predictors.http_edges import BodyTooLarge, send_body, send_error
 from predictors.rest_v2 import BINARY_HEADER, answer_infer, find_model
 from predictors.tensors import ClientError
 
@@ -51,17 +50,17 @@ class FastInfer:
         except Disconnected:
             return
         except ClientError as exc:
-            await _error(send, exc.status, exc.message, scope["path"])
+            await send_error(send, exc.status, exc.message, f"POST {scope['path']}")
             return
         except BodyTooLarge as exc:
-            await _error(send, exc.status_code, str(exc.detail), scope["path"])
+            await send_error(send, exc.status_code, str(exc.detail), f"POST {scope['path']}")
             return
         except Exception as exc:  # what KServe's generic handler answers, with the traceback logged
             logger.exception("POST %s failed", scope["path"])
-            await _send(send, 500, orjson.dumps({"error": f"{type(exc).__name__} : {exc}"}), b"application/json")
+            await send_body(send, 500, orjson.dumps({"error": f"{type(exc).__name__} : {exc}"}))
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
-        await _send(send, 200, answer.body, answer.media_type.encode(), extra)
+        await send_body(send, 200, answer.body, answer.media_type.encode(), extra)
 
 
 async def _body(receive: Receive) -> bytes:
@@ -73,14 +72,3 @@ async def _body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _error(send: Send, status: int, message: str, path: str) -> None:
-    logger.warning("POST %s -> %d: %s", path, status, message)
-    await _send(send, status, orjson.dumps({"error": message}), b"application/json")
-
-
-async def _send(send: Send, status: int, body: bytes, media_type: bytes, extra: list[Any] | None = None) -> None:
-    headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()), *(extra or ())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

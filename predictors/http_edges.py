@@ -50,7 +50,7 @@ class BodyLimit:
         length = _content_length(scope["headers"])
         if length is not None:
             if length > self.limit:
-                await _send_error(send, 413, f"body: {length} bytes exceed the limit of {self.limit} bytes")
+                await send_error(send, 413, f"body: {length} bytes exceed the limit of {self.limit} bytes")
                 return
             await self.app(scope, receive, send)
             return
@@ -77,9 +77,16 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
-    logger.warning("request -> %d: %s", status, message)
-    body = orjson.dumps({"error": message})
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def send_error(send: Send, status: int, message: str, where: str = "request") -> None:
+    """An OIP error body straight onto the ASGI ``send`` (outside the framework), logged as
+    :func:`error_response` logs it."""
+    logger.warning("%s -> %d: %s", where, status, message)
+    await send_body(send, status, orjson.dumps({"error": message}))
+
+
+async def send_body(
+    send: Send, status: int, body: bytes, media_type: bytes = b"application/json", extra: list[Any] | None = None
+) -> None:
+    headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()), *(extra or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
