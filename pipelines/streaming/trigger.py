@@ -27,6 +27,7 @@ record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand a
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -124,6 +125,10 @@ class Trigger:
 
     def run(self, exit_when_idle_s: float | None = None) -> None:
         """Consume until stopped (or idle that long); reconnects with backoff on Kafka or store failures."""
+        # What is loaded lives as long as the trigger: kept out of the collector's full passes, which
+        # otherwise walk every module's objects while a batch's events are alive (~15% of the time).
+        gc.collect()
+        gc.freeze()
         attempt = 0
         try:
             while not self._stop.is_set():
