@@ -6,14 +6,12 @@ stripped; a field the spec does not know is refused, like malformed JSON, a wron
 of range or an oversized message. Refused events go to ``<source_topic>.dlq`` with the PII fields
 removed and the reason in headers (:mod:`pipelines.streaming.dead_letters`); the consumer goes on.
 
-**Exactly once.** Good events are landed (:mod:`pipelines.streaming.landing`, into a folder or an
-``s3://`` store) through the shared landing index (:mod:`~pipelines.streaming.landing_index`, or
-:mod:`~pipelines.streaming.log_index` on object storage): an event id lands once across replicas,
-rebalances and crashes, and memory does not grow with the store. The same id sent again with the
-same content is a duplicate (counted, skipped); with *different* content it is a conflict: the
-first landed version wins and the newcomer is dead-lettered with reason ``conflicting-duplicate``
-(counted as ``conflicts``). Dead letters are flushed, and only then are the offsets committed.
-(Publish with the event id as key so a re-sent event lands on the same partition.)
+**Exactly once.** Good events are landed (:mod:`pipelines.streaming.land_batch`, into a folder or
+an ``s3://`` store) through the shared landing index: an event id lands once across replicas,
+rebalances and crashes, and memory does not grow with the store. A duplicate is counted and
+skipped; a conflict (same id, other content) is dead-lettered as ``conflicting-duplicate``. Dead
+letters are flushed, and only then are the offsets committed. (Publish with the event id as key so
+a re-sent event lands on the same partition.)
 
 **Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
@@ -34,7 +32,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -49,6 +46,7 @@ from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.health import Heartbeat
 from pipelines.streaming.intake import Intake, Reject
+from pipelines.streaming.land_batch import land_batch
 from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
 from pipelines.streaming.log_index import LogIndex
 from pipelines.streaming.logs import configure_logging
@@ -58,8 +56,6 @@ from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 
 log = logging.getLogger("pipelines.streaming.trigger")
-
-CONFLICT = "conflicting-duplicate"
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
@@ -268,34 +264,18 @@ class Trigger:
 
     def _land(self, model: str, records: Sequence[ConsumerRecord]) -> list[Reject]:
         """Land the model's good records once each; returns the rejects (conflicts included)."""
-        intake = self.intakes[model]
-        good, rejects = intake.split([r.value for r in records])
-        table = intake.table([event for _, event in good], datetime.now(UTC).isoformat())
-        versions = [(i, event["event_id"], h) for (i, event), h in zip(good, intake.digests(table), strict=True)]
-        first: dict[str, tuple[int, int]] = {}  # event id -> (row in table, digest) of its first copy
-        for row, (_, event_id, digest) in enumerate(versions):
-            first.setdefault(event_id, (row, digest))
-        winner = self.index.landed(model, list(first))
-        fresh = {event_id: digest for event_id, (_, digest) in first.items() if event_id not in winner}
-        lost: list[str] = []
-        if fresh:
-            rows = table.take([first[event_id][0] for event_id in fresh])
-            lost = landing.land(self.store, self.index, model, rows, fresh)
-            winner |= self.index.landed(model, lost)  # another replica landed these first
-        winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
-        landed_here = {versions[first[e][0]][0] for e in fresh if e not in lost}
-        conflicts = [i for i, event_id, digest in versions if i not in landed_here and digest != winner[event_id]]
-        rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
-        self.stats["landed"] += len(landed_here)
-        self.stats["duplicates"] += len(good) - len(landed_here) - len(conflicts)
-        self.stats["conflicts"] += len(conflicts)
-        self.stats["rejected"] += len(rejects)
-        if rejects:
-            reasons = Counter(r.field for r in rejects)
-            log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(rejects), dict(reasons))
-        skipped = len(good) - len(landed_here)
-        log.debug("%s: landed %d, skipped %d already landed", model, len(landed_here), skipped)
-        return rejects
+        outcome = land_batch(self.intakes[model], self.store, self.index, model, [r.value for r in records])
+        self.stats.update(
+            landed=outcome.landed,
+            duplicates=outcome.duplicates,
+            conflicts=outcome.conflicts,
+            rejected=len(outcome.rejects),
+        )
+        if outcome.rejects:
+            reasons = Counter(r.field for r in outcome.rejects)
+            log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(outcome.rejects), dict(reasons))
+        log.debug("%s: landed %d, %d duplicates", model, outcome.landed, outcome.duplicates)
+        return outcome.rejects
 
     def rows(self, model: str) -> int:
         return self.index.rows(model)
