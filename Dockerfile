@@ -25,6 +25,7 @@ COPY README.md ./
 COPY feature_specs ./feature_specs
 COPY predictors ./predictors
 COPY pipelines ./pipelines
+COPY manifests/templates ./manifests/templates
 RUN --mount=type=cache,target=/root/.cache/uv /opt/uv/bin/uv sync --frozen --no-dev --no-editable
 
 # --- runtime: the virtualenv on a clean base, no build tools, non-root ----------------------

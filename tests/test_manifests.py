@@ -4,8 +4,11 @@ and one broken manifest per lint rule."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from feature_specs import spec_names
+from feature_specs import load_spec, spec_names
 from pipelines.manifests import check as mc
 from pipelines.manifests import render
 
@@ -427,3 +430,25 @@ def test_a_new_spec_is_caught_until_rendered_then_served_in_every_overlay(
     canary = predictor(mc.build(staging.directory, kustomize), "deal-score")
     assert canary["canaryTrafficPercent"] == 10
     assert render.main(["--manifests", str(manifests_copy), "--check"]) == 0  # rollout state is not "stale"
+
+
+def test_the_installed_wheel_renders_the_same_inferenceservice(tmp_path: Path) -> None:
+    """The image installs the wheel (no manifests/ beside it): its deploy step must render the
+    InferenceService from the same template, not a fallback."""
+    uv = shutil.which("uv")
+    assert uv, "uv builds the wheel (make install puts it on PATH)"
+    subprocess.run([uv, "build", "--wheel", "-q", "-o", str(tmp_path / "dist")], cwd=render.ROOT, check=True)
+    site = tmp_path / "site"
+    shutil.unpack_archive(next((tmp_path / "dist").glob("*.whl")), site, "zip")
+    code = (
+        "import json, pipelines.manifests.render as r, pipelines.training.steps.deploy as d;"
+        "from feature_specs import load_spec;"
+        "assert d.find_isvc('credit_risk') is None, 'the wheel has no manifests/ base';"
+        "print(r.__file__); print(json.dumps(r.isvc(load_spec('credit_risk'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    where, rendered = done.stdout.splitlines()
+    assert where.startswith(str(site))
+    assert json.loads(rendered) == render.isvc(load_spec("credit_risk"))
