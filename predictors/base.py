@@ -161,17 +161,8 @@ class SpecModel(Model):
         self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
     ) -> Any:
         protocol = "v2" if isinstance(body, InferRequest) else "query" if isinstance(body, QueryRequest) else "v1"
-        outcome = "ok"
-        try:
+        with metrics.counted(self.name, self.version or "", protocol, InvalidInput):
             return await super().__call__(body, headers, verb)
-        except InvalidInput:
-            outcome = "invalid_input"
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            metrics.requests(self.name, self.version or "", protocol, outcome).inc()
 
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
         try:

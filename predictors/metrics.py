@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -45,6 +47,22 @@ SHADOW_SECONDS = Histogram(
 @cache
 def requests(model: str, version: str, protocol: str, outcome: str) -> Any:
     return REQUESTS.labels(model, version, protocol, outcome)
+
+
+@contextmanager
+def counted(model: str, version: str, protocol: str, client_error: type[Exception]) -> Iterator[None]:
+    """Count one request by its outcome: ``ok``, ``invalid_input`` (``client_error``) or ``error``."""
+    outcome = "ok"
+    try:
+        yield
+    except client_error:
+        outcome = "invalid_input"
+        raise
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        requests(model, version, protocol, outcome).inc()
 
 
 @cache

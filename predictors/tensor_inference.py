@@ -57,8 +57,7 @@ def batch_from_tensors(model: SpecModel, inputs: Sequence[Tensor], wanted: Seque
 async def infer(model: SpecModel, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> list[Output]:
     """The V2 path of the platform's own REST and gRPC routes: validate, score, name the
     outputs (only those asked for). A client mistake raises :class:`ClientError`."""
-    outcome = "ok"
-    try:
+    with metrics.counted(model.name, model.version or "", "v2", ClientError):
         if not model.ready or model.scorer is None:
             raise ClientError(f"model {model.name} is not ready", status=503)
         try:
@@ -71,11 +70,3 @@ async def infer(model: SpecModel, inputs: Sequence[Tensor], wanted: Sequence[str
         PREDICT_HIST_TIME.labels(model.name).observe(time.perf_counter() - started)  # as KServe's own path
         outputs = model._answer(batch)
         return [o for o in outputs if o[0] in batch.outputs] if batch.outputs else outputs
-    except ClientError:
-        outcome = "invalid_input"
-        raise
-    except Exception:
-        outcome = "error"
-        raise
-    finally:
-        metrics.requests(model.name, model.version or "", "v2", outcome).inc()
