@@ -2,7 +2,8 @@
 
 - ``stock``: the usual custom-model pattern — a plain ``kserve.Model`` whose ``predict`` calls the
   same fitted scikit-learn estimator on a prebuilt feature array (no validation at all).
-- ``floor``: an empty ``kserve.Model`` answering a constant: the server's own cost.
+- ``floor``: an empty ``kserve.Model`` answering a constant: the server's own cost (over REST,
+  and over KServe's own gRPC servicer with ``--grpc_port``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def main() -> None:
     parser.add_argument("--model_name", default="credit_risk")
     parser.add_argument("--model_dir")
     parser.add_argument("--http_port", type=int, default=8080)
+    parser.add_argument("--grpc_port", type=int, help="also serve gRPC (KServe's servicer) on this port")
     args, _ = parser.parse_known_args()
     model = StockModel(args.model_name, args.model_dir) if args.kind == "stock" else FloorModel(args.model_name)
-    ModelServer(http_port=args.http_port, enable_grpc=False).start([model])
+    grpc = {"enable_grpc": True, "grpc_port": args.grpc_port} if args.grpc_port else {"enable_grpc": False}
+    ModelServer(http_port=args.http_port, **grpc).start([model])
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def rest(url: str, script: Path, seconds: int) -> Callable[[], Figures]:
 
 def show(name: str, result: Figures, connections: str = "8 conn") -> None:
     print(
-        f"  {name:<9} {result['rps']:8.0f} req/s ({connections})   "
+        f"  {name:<10} {result['rps']:8.0f} req/s ({connections})   "
         f"p50 {result['p50']:6.3f} ms   p99 {result['p99']:6.3f} ms",
         flush=True,
     )
@@ -177,10 +177,10 @@ def main() -> None:
             f"{args.rounds} interleaved rounds of {args.seconds}s runs, medians"
         )
         ours_cmd = [py, "-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}"]
-        grpc_port = free_port()
+        grpc_port, floor_grpc_port = free_port(), free_port()
         urls = {}
         for name, cmd, env in [
-            ("floor", [py, "-m", "bench.baselines", "--kind=floor"], {}),
+            ("floor", [py, "-m", "bench.baselines", "--kind=floor", f"--grpc_port={floor_grpc_port}"], {}),
             ("stock", [py, "-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"], {}),
             ("ours", [*ours_cmd, f"--grpc_port={grpc_port}"], {}),
             ("batched", [*ours_cmd, "--enable_grpc=false"], {"CONSTRUCTOS_BATCHING": "true"}),
@@ -202,7 +202,7 @@ def main() -> None:
             f"p99 ours {ours['p99']:.3f} ms (target <= 1.5)",
             flush=True,
         )
-        grpc_vs_rest(urls["ours"], f"127.0.0.1:{grpc_port}", script, args)
+        grpc_vs_rest(urls["ours"], f"127.0.0.1:{grpc_port}", f"127.0.0.1:{floor_grpc_port}", script, args)
         batching(urls["ours"], urls["batched"], script, args)
 
 
@@ -216,22 +216,31 @@ def running(cmd: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
         proc.wait(timeout=30)
 
 
-def grpc_vs_rest(url: str, address: str, script: Path, args: argparse.Namespace) -> None:
+def grpc_vs_rest(url: str, address: str, floor_address: str, script: Path, args: argparse.Namespace) -> None:
+    """Ours over gRPC against ours over REST, and against the floor over KServe's gRPC servicer."""
     ghz_bin = find_ghz()
     if not ghz_bin:
         print("  grpc: skipped, no ghz (`make ghz` builds it)")
         return
-    ghz(ghz_bin, address, 8, 3, strict=False)  # warm-up (connections may still open)
+    for where in (address, floor_address):
+        ghz(ghz_bin, where, 8, 3, strict=False)  # warm-up (connections may still open)
 
-    def grpc() -> Figures:
-        throughput, latency = ghz(ghz_bin, address, 8, args.seconds), ghz(ghz_bin, address, 1, args.seconds)
-        return {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
+    def grpc(where: str) -> Callable[[], Figures]:
+        def run() -> Figures:
+            throughput, latency = ghz(ghz_bin, where, 8, args.seconds), ghz(ghz_bin, where, 1, args.seconds)
+            return {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
 
-    results = rounds({"REST": rest(url, script, args.seconds), "gRPC": grpc}, args.rounds)
+        return run
+
+    results = rounds(
+        {"REST": rest(url, script, args.seconds), "gRPC": grpc(address), "floor gRPC": grpc(floor_address)},
+        args.rounds,
+    )
     for name, result in results.items():
-        show(f"ours {name}", result, "8 conn; latency at 1 conn")
+        show(name if name.startswith("floor") else f"ours {name}", result, "8 conn; latency at 1 conn")
     ratio = results["gRPC"]["rps"] / results["REST"]["rps"]
-    print(f"  gRPC/REST throughput {ratio:.2f}x (target >= 1)", flush=True)
+    floor = results["gRPC"]["rps"] / results["floor gRPC"]["rps"]
+    print(f"  gRPC/REST throughput {ratio:.2f}x (target >= 1); ours/floor over gRPC {floor:.2f}x", flush=True)
 
 
 def batching(unbatched: str, batched: str, script: Path, args: argparse.Namespace) -> None:
