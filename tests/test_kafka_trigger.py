@@ -141,7 +141,7 @@ def test_new_rows_launch_training_once_per_key(kafka_settings: Settings) -> None
     assert replay.stats["duplicates"] == n + 10 and replay.stats["landed"] == 0
     assert launches.calls == [("stock_demand", "stock_demand-rows-0")]
 
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     assert state.rows_at_last_run("stock_demand") == n + 10  # the next run waits for n rows more
     entry = state.get("stock_demand-rows-0")
     assert entry is not None and entry["status"] == "launched" and entry["run_id"] == "run-1"
@@ -174,14 +174,14 @@ def test_retrain_requests(kafka_settings: Settings) -> None:
 
 
 def test_a_launch_interrupted_by_a_crash_is_resumed_with_its_key(kafka_settings: Settings) -> None:
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     state.record("credit_risk-request-x", "credit_risk", "pending", rows=1200, reason="crash test")
     launches = Launches()
     Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
     assert launches.calls == [("credit_risk", "credit_risk-request-x")]
     Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
     assert len(launches.calls) == 1
-    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-x")
+    entry = RetrainState(kafka_settings.ledger_store).get("credit_risk-request-x")
     assert entry is not None and entry["status"] == "launched"
 
 
@@ -189,10 +189,10 @@ def test_a_failed_launch_is_reported(kafka_settings: Settings) -> None:
     def broken(model: str, *, key: str, **params: Any) -> str:
         raise RuntimeError("the cluster said no")
 
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     state.record("credit_risk-request-y", "credit_risk", "pending", rows=1200, reason="x")
     Trigger(kafka_settings, ["credit_risk"], launcher=broken).run(exit_when_idle_s=1)
-    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-y")
+    entry = RetrainState(kafka_settings.ledger_store).get("credit_risk-request-y")
     assert entry is not None and entry["status"] == "failed" and "the cluster said no" in entry["error"]
     events = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
     assert [(e["type"], e["key"]) for e in events] == [("training.failed", "credit_risk-request-y")]
