@@ -119,4 +119,5 @@ def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings)
     launched = Counter(e["key"] for e in lifecycle if e["type"] == "training.launched")
     assert all(e["run_id"] for e in lifecycle if "run_id" in e), "a lifecycle event with an empty run id"
     assert max(launched.values()) == 1 and set(launched) <= set(keys)
-    print(f"{store.uri}, {ledgers.uri}: seed {seed}: {kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphans")
+    counts = f"{kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphans"
+    print(f"{store.uri}, {ledgers.uri}: seed {seed}: {counts}")
