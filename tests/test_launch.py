@@ -30,7 +30,7 @@ from pipelines.streaming.launch import LaunchInProgress, launch_training, ledger
 from tests.kafka_broker import ROOT
 from tests.stores import Stores
 
-LEASE_S = 1.5
+LEASE_S = 2.0
 BLOCKING_RUN = """
 import sys, time
 import pipelines.training.run as run
@@ -75,6 +75,11 @@ def test_a_killed_holder_is_taken_over_after_its_lease_and_a_live_one_is_not_dou
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = "credit_risk-rows-0"
+
+    def must_not_run(model: str, **params: Any) -> None:
+        raise AssertionError("a live lease was taken over")
+
+    monkeypatch.setattr("pipelines.training.run.run_local", must_not_run)
     proc = subprocess.Popen(
         [sys.executable, "-c", BLOCKING_RUN, key], env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE
     )
@@ -125,7 +130,7 @@ def test_of_racing_launchers_exactly_one_runs_the_key(
         dead = {"key": key, "model": "lead_score", "status": "running", "attempt": 1, "lease_until": 1.0}
         assert ledger.write(store, ledger_key(key), dead | {"holder": "gone:1:x", "run_id": ""}, None)
     runs: list[str] = []
-    monkeypatch.setattr("pipelines.training.run.run_local", finishing(runs, pause=LEASE_S))
+    monkeypatch.setattr("pipelines.training.run.run_local", finishing(runs, pause=1.0))
     start = threading.Barrier(8)
 
     def launch(_: int) -> str:
