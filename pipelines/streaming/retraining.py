@@ -51,10 +51,11 @@ class Retrainer:
         """Rows a request may train on: every landed part, backfills included (the index counts
         only what the trigger landed itself)."""
         self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
-        self._retries: list[threading.Timer] = []
+        self._retries: dict[str, threading.Timer] = {}
+        """Keys waiting to be tried again (one timer per key, however often it is resumed)."""
 
     def close(self) -> None:
-        for timer in self._retries:
+        for timer in list(self._retries.values()):
             timer.cancel()
         self._launches.shutdown(wait=True, cancel_futures=True)
 
@@ -108,13 +109,14 @@ class Retrainer:
             self._later(STORE_RETRY_S, model, key)
 
     def _later(self, delay: float, model: str, key: str) -> None:
-        self._retries = [t for t in self._retries if t.is_alive()]
-        timer = threading.Timer(delay, self._resubmit, (model, key))
+        if key in self._retries:
+            return
+        timer = self._retries[key] = threading.Timer(delay, self._resubmit, (model, key))
         timer.daemon = True
-        self._retries.append(timer)
         timer.start()
 
     def _resubmit(self, model: str, key: str) -> None:
+        self._retries.pop(key, None)
         with suppress(RuntimeError):  # closed meanwhile: the key stays pending for the next start
             self._launches.submit(self._run, model, key)
 
