@@ -84,10 +84,16 @@ class Lease:
         return self.record | {"lease_until": time.time() + self.ttl}
 
     def _swap(self, record: Doc) -> bool:
-        """Replace our version of the document; the new tag is read back (and must still be ours)."""
+        """Replace our version of the document; False if it is no longer ours. A version we do not
+        know but still hold is our own earlier write whose answer was lost: written over once more."""
         if self.tag is None or not ledger.write(self.store, self.name, record, self.tag):
-            return False
+            current, self.tag = ledger.read(self.store, self.name)
+            if not self._ours(current) or not ledger.write(self.store, self.name, record, self.tag):
+                return False
         current, self.tag = ledger.read(self.store, self.name)
+        return self._ours(current)
+
+    def _ours(self, current: Doc | None) -> bool:
         return current is not None and current.get("holder") == self.record["holder"]
 
     def _renew(self) -> None:
