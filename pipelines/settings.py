@@ -67,6 +67,13 @@ class Settings(KafkaSettings, StoreSettings):
     )
     """S3-compatible server for ``s3://`` stores (default: AWS). Credentials: the standard AWS variables."""
 
+    ledger_uri: str | None = None
+    """The trigger's ledgers (launch keys, baselines, launch leases, poison records), shared by its
+    replicas: ``file:///folder`` or ``s3://bucket/prefix``; default ``<data_dir>/trigger/ledger``."""
+    launch_lease_s: float = Field(default=60.0, gt=0)
+    """A launch's lease on its key, renewed every third of it while the run is launched: a launcher
+    that dies is taken over by another replica after at most this long (keep it >> clock skew)."""
+
     landing_index_cache_dir: Path | None = None
     """With an ``s3://`` landing store: where a trigger replica caches the landing log it has read
     (SQLite, on local disk; rebuilt from the store when lost); default ``<data_dir>/trigger/landing-log``."""
@@ -98,8 +105,8 @@ class Settings(KafkaSettings, StoreSettings):
         return self.store(self.artifacts_uri, self.data_dir / "artifacts")
 
     @property
-    def trigger_state_path(self) -> Path:
-        return self.data_dir / "trigger" / "state.sqlite3"
+    def ledger_store(self) -> Store:
+        return self.store(self.ledger_uri, self.data_dir / "trigger" / "ledger")
 
 
 @cache

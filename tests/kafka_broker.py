@@ -91,6 +91,9 @@ class TriggerProcess:
         if settings.landing_uri:  # an s3:// landing store (credentials: the AWS variables of os.environ)
             env["CONSTRUCTOS_LANDING_URI"] = settings.landing_uri
             env["CONSTRUCTOS_S3_ENDPOINT_URL"] = settings.s3_endpoint_url or ""
+        if settings.ledger_uri:
+            env["CONSTRUCTOS_LEDGER_URI"] = settings.ledger_uri
+            env["CONSTRUCTOS_S3_ENDPOINT_URL"] = settings.s3_endpoint_url or ""
         for name in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password"):
             if value := getattr(settings, f"kafka_{name}"):
                 env[f"CONSTRUCTOS_KAFKA_{name.upper()}"] = str(value)

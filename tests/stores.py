@@ -145,10 +145,10 @@ def private_stores(stores: Stores) -> Iterator[PrivateStores]:
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=[pytest.mark.stores])])
 def landing_settings(request: pytest.FixtureRequest, kafka_settings: Settings) -> Settings:
-    """``kafka_settings`` landing into a local folder, or into a fresh prefix on the S3 server."""
+    """``kafka_settings`` landing into a local folder, or into a fresh prefix on the S3 server (with
+    the trigger's ledger there too)."""
     if request.param == "file":
         return kafka_settings
     stores: Stores = request.getfixturevalue("stores")
-    return kafka_settings.model_copy(
-        update={"landing_uri": stores.prefix_uri("landing"), "s3_endpoint_url": stores.endpoint}
-    )
+    uris = {"landing_uri": stores.prefix_uri("landing"), "ledger_uri": stores.prefix_uri("ledger")}
+    return kafka_settings.model_copy(update=uris | {"s3_endpoint_url": stores.endpoint})

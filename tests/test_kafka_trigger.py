@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +18,15 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines import landing_store
 from pipelines.settings import Settings, get_settings
+from pipelines.streaming import ledger
 from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.events import EventPublisher
+from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.launch import launch_training, ledger_key
 from pipelines.streaming.publish import main as publish_main
 from pipelines.streaming.publish import publish_events, request_retrain
 from pipelines.streaming.retrain_state import RetrainState
+from pipelines.streaming.retraining import Retrainer
 from pipelines.streaming.topics import MODEL_EVENTS, all_topics, dlq, ensure_topics, named
 from pipelines.streaming.trigger import Trigger
 from tests.kafka_broker import free_port
@@ -141,7 +146,7 @@ def test_new_rows_launch_training_once_per_key(kafka_settings: Settings) -> None
     assert replay.stats["duplicates"] == n + 10 and replay.stats["landed"] == 0
     assert launches.calls == [("stock_demand", "stock_demand-rows-0")]
 
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     assert state.rows_at_last_run("stock_demand") == n + 10  # the next run waits for n rows more
     entry = state.get("stock_demand-rows-0")
     assert entry is not None and entry["status"] == "launched" and entry["run_id"] == "run-1"
@@ -174,14 +179,14 @@ def test_retrain_requests(kafka_settings: Settings) -> None:
 
 
 def test_a_launch_interrupted_by_a_crash_is_resumed_with_its_key(kafka_settings: Settings) -> None:
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     state.record("credit_risk-request-x", "credit_risk", "pending", rows=1200, reason="crash test")
     launches = Launches()
     Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
     assert launches.calls == [("credit_risk", "credit_risk-request-x")]
     Trigger(kafka_settings, ["credit_risk"], launcher=launches).run(exit_when_idle_s=1)
     assert len(launches.calls) == 1
-    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-x")
+    entry = RetrainState(kafka_settings.ledger_store).get("credit_risk-request-x")
     assert entry is not None and entry["status"] == "launched"
 
 
@@ -189,10 +194,10 @@ def test_a_failed_launch_is_reported(kafka_settings: Settings) -> None:
     def broken(model: str, *, key: str, **params: Any) -> str:
         raise RuntimeError("the cluster said no")
 
-    state = RetrainState(kafka_settings.trigger_state_path)
+    state = RetrainState(kafka_settings.ledger_store)
     state.record("credit_risk-request-y", "credit_risk", "pending", rows=1200, reason="x")
     Trigger(kafka_settings, ["credit_risk"], launcher=broken).run(exit_when_idle_s=1)
-    entry = RetrainState(kafka_settings.trigger_state_path).get("credit_risk-request-y")
+    entry = RetrainState(kafka_settings.ledger_store).get("credit_risk-request-y")
     assert entry is not None and entry["status"] == "failed" and "the cluster said no" in entry["error"]
     events = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
     assert [(e["type"], e["key"]) for e in events] == [("training.failed", "credit_risk-request-y")]
@@ -242,3 +247,42 @@ def test_publish_cli_sends_a_file_that_the_trigger_lands(
     rows = landed_rows(kafka_settings, "lead_score")
     assert sorted(r["opportunity_value"] for r in rows) == sorted(frame["opportunity_value"])
     assert sum(r["lead_source"] is None for r in rows) == frame["lead_source"].isna().sum()  # nulls stay null
+
+
+def test_a_key_whose_launcher_died_is_launched_once_its_lease_expires(
+    kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica resuming a pending key meets the lease of a launcher that died: it looks again
+    when the lease would expire, takes the key over (attempt 2) and reports the launch once."""
+    for name, value in {
+        "DATA_DIR": kafka_settings.data_dir,
+        "PIPELINE_RUNNER": "dry-run",
+        "LAUNCH_LEASE_S": 1.5,
+    }.items():
+        monkeypatch.setenv(f"CONSTRUCTOS_{name}", str(value))
+    get_settings.cache_clear()
+    ensure_topics(kafka_settings, ["credit_risk"])
+    key, store = "credit_risk-request-z", kafka_settings.ledger_store
+    assert store.uri == get_settings().ledger_store.uri  # the launcher's ledger is the trigger's
+    state = RetrainState(store)
+    state.record(key, "credit_risk", "pending", rows=1200, reason="lease test")
+    dead = {"key": key, "model": "credit_risk", "status": "running", "attempt": 1, "run_id": "", "holder": "gone:1:x"}
+    assert ledger.write(store, ledger_key(key), dead | {"lease_until": time.time() + 1.5}, None)
+
+    events = EventPublisher(kafka_settings)
+    retrainer = Retrainer({}, SqliteIndex(kafka_settings.landing_dir), state, events, launch_training)
+    try:
+        retrainer.resume_pending()
+        deadline = time.monotonic() + 20
+        while (state.get(key) or {}).get("status") == "pending":
+            assert time.monotonic() < deadline, "the key was never launched"
+            time.sleep(0.2)
+    finally:
+        retrainer.close()
+        events.close()
+        get_settings.cache_clear()
+    entry = state.get(key)
+    assert entry is not None and entry["status"] == "launched" and entry["run_id"] == f"dry-run-{key}"
+    assert json.loads(store.read_bytes(ledger_key(key)))["attempt"] == 2
+    launched = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
+    assert [(e["type"], e["key"]) for e in launched] == [("training.launched", key)]

@@ -144,7 +144,7 @@ def test_a_record_that_cannot_be_dead_lettered_is_skipped_as_poison_after_n_trie
     assert trigger.stats["poison"] == 1
     assert {r["event_id"] for r in landed_rows(settings, MODEL)} == {e["event_id"] for e in good[2:]}
     assert uncommitted(settings, SPEC.source_topic) == 0  # the partition moved on
-    (kept,) = RetrainState(settings.trigger_state_path).poison()
+    (kept,) = RetrainState(settings.ledger_store).poison()
     assert kept["topic"] == named(SPEC.source_topic, settings) and kept["offset"] == 0
     assert "MessageSizeTooLarge" in kept["error"] or "RecordTooLarge" in kept["error"]
     letters = read_topic(settings, dlq(SPEC.source_topic))

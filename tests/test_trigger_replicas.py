@@ -1,7 +1,7 @@
 """Three trigger replicas in one consumer group against the real broker, two of them SIGKILLed and
 restarted at random moments while 30k events stream in: every event lands exactly once, every
 launch key is launched exactly once, and no lifecycle event carries an empty run id. On a local
-landing folder and on the real S3 server (``make stores-up``)."""
+landing folder and ledger, and with both on the real S3 server (``make stores-up``)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings)
             SqliteIndex(settings.landing_dir) if store.local else LogIndex(store, settings.data_dir / "check")
         )
         deadline = time.monotonic() + 180
-        while index.rows(MODEL) < EVENTS or RetrainState(settings.trigger_state_path).pending():
+        while index.rows(MODEL) < EVENTS or RetrainState(settings.ledger_store).pending():
             assert time.monotonic() < deadline, f"seed {seed}: {index.rows(MODEL)} landed\n{replicas[2].log()}"
             time.sleep(0.5)
         time.sleep(3)  # let the last batches commit and the last events go out
@@ -105,10 +105,11 @@ def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings)
     assert not [p for p in staged if index.committed(MODEL, p)], "a committed part left unpublished"
     # (an uncommitted one is a kill between write and commit: garbage, removed after 10 minutes)
 
-    state = RetrainState(settings.trigger_state_path)
+    state = RetrainState(settings.ledger_store)
     keys = {}
-    for ledger in (settings.data_dir / "launches").glob("*.json"):
-        record = json.loads(ledger.read_text())
+    ledgers = settings.ledger_store
+    for ledger in ledgers.list_keys("launches", ".json"):
+        record = json.loads(ledgers.read_bytes(ledger))
         keys[record["key"]] = record
         assert record["attempt"] == 1 and record["run_id"] == f"dry-run-{record['key']}", record
         assert state.get(record["key"])["status"] == "launched"  # type: ignore[index]
@@ -118,4 +119,5 @@ def test_three_replicas_with_kills_land_once_and_launch_once(settings: Settings)
     launched = Counter(e["key"] for e in lifecycle if e["type"] == "training.launched")
     assert all(e["run_id"] for e in lifecycle if "run_id" in e), "a lifecycle event with an empty run id"
     assert max(launched.values()) == 1 and set(launched) <= set(keys)
-    print(f"{store.uri}: seed {seed}: {kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphans")
+    counts = f"{kills} kills, {len(keys)} keys, {len(launched)} launched, {len(staged)} orphans"
+    print(f"{store.uri}, {ledgers.uri}: seed {seed}: {counts}")

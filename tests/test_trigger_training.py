@@ -41,7 +41,7 @@ def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) ->
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    entry = RetrainState(kafka_settings.trigger_state_path).get(f"{MODEL}-rows-0")
+    entry = RetrainState(kafka_settings.ledger_store).get(f"{MODEL}-rows-0")
     assert entry is not None and entry["status"] == "launched", entry
     assert entry["run_id"].startswith("training-") and entry["landed_rows"] == spec.retrain.min_new_rows
 

@@ -1,62 +1,110 @@
 """Start a training run from code (the Kafka trigger calls this): kfp.local or a KFP endpoint,
 chosen by ``settings.pipeline_runner``.
 
-Each key has a ledger file under ``<data_dir>/launches/`` and a lock held (``flock``) for as long as
-its launch runs. A key that launched returns its run id again; a key that failed raises again (the
-caller decides whether a new key retries); a key whose launch is running elsewhere raises
-:class:`LaunchInProgress`; a key whose ledger says "running" while nobody holds its lock was
-interrupted by a crash, and is launched again (``attempt`` counts), loudly.
+Each key has a ledger document ``launches/<key>.json`` on the ledger store (``Settings.ledger_uri``,
+a folder or ``s3://``, shared by every replica). A key that launched returns its run id again; a
+key that failed raises again (the caller decides whether a new key retries); a key whose launch is
+running elsewhere raises :class:`LaunchInProgress`; a key whose launcher died mid-launch is launched
+again (``attempt`` counts), loudly.
+
+**The lease.** A launcher takes a key by writing ``{"status": "running", "holder": <host:pid:id>,
+"lease_until": now + launch_lease_s}`` with a conditional create (or, over an earlier attempt, a
+compare-and-swap), and a heartbeat thread renews the lease every third of it while the run runs.
+Another launcher that finds a live lease gets :class:`LaunchInProgress`; one that finds it expired
+(its holder died without a word) takes the key over by compare-and-swap, so of several taking it
+over at once exactly one wins. A holder whose renewal fails because someone took over logs an
+ERROR: the key may then run twice (a holder stalled longer than the lease). Leases compare wall
+clocks: the lease must be much longer than the clock skew between pods.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
-import re
+import socket
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import uuid
 from typing import Any
 
 from pipelines.settings import get_settings
+from pipelines.storage import Store, StoreUnavailable
+from pipelines.streaming import ledger
+from pipelines.streaming.ledger import Doc
 
 log = logging.getLogger(__name__)
 
 
-def _ledger(key: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:150]
-    return get_settings().data_dir / "launches" / f"{safe}.json"
+def ledger_key(key: str) -> str:
+    return f"launches/{ledger.safe_name(key)}.json"
 
 
 class LaunchInProgress(RuntimeError):
-    """The key's launch is running in another process (or thread) right now."""
+    """The key's launch is running in another process (or thread) right now, for ``retry_in`` s more at least."""
+
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
-@contextmanager
-def _held(path: Path) -> Iterator[None]:
-    """Hold the key's lock for the whole launch; released by the kernel if the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LaunchInProgress(f"launch {path.stem} is running in another process") from None
-        yield
-    finally:
-        os.close(fd)
+class Lease:
+    """The key's ledger document while this process launches it, renewed by a heartbeat thread."""
 
+    def __init__(self, store: Store, key: str, record: Doc, ttl: float) -> None:
+        self.store, self.name, self.record, self.ttl = store, ledger_key(key), record, ttl
+        self.tag: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{key}", daemon=True)
 
-def _write(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def take(self, previous_tag: str | None) -> bool:
+        """Write the running record over ``previous_tag`` (None: create); False if another was faster."""
+        if not ledger.write(self.store, self.name, self._renewed(), previous_tag):
+            return False
+        self.tag = ledger.read(self.store, self.name)[1]
+        self._thread.start()
+        return True
+
+    def finish(self, changes: Doc) -> None:
+        """Stop renewing and write the outcome, unless someone took the key over meanwhile."""
+        self._stop.set()
+        self._thread.join()
+        for pause in (1, 2, 4, 8, 0):  # the store may be away for a moment: the run did happen
+            try:
+                if not self.lost and self._swap(self.record | changes | {"lease_until": 0.0}):
+                    return
+                break
+            except StoreUnavailable:
+                if not pause:
+                    raise
+                time.sleep(pause)
+        log.error("launch %s: lease lost; its outcome %s is not recorded", self.record["key"], changes)
+
+    def _renewed(self) -> Doc:
+        return self.record | {"lease_until": time.time() + self.ttl}
+
+    def _swap(self, record: Doc) -> bool:
+        """Replace our version of the document; False if it is no longer ours. A version we do not
+        know but still hold is our own earlier write whose answer was lost: written over once more."""
+        if self.tag is None or not ledger.write(self.store, self.name, record, self.tag):
+            current, self.tag = ledger.read(self.store, self.name)
+            if not self._ours(current) or not ledger.write(self.store, self.name, record, self.tag):
+                return False
+        current, self.tag = ledger.read(self.store, self.name)
+        return self._ours(current)
+
+    def _ours(self, current: Doc | None) -> bool:
+        return current is not None and current.get("holder") == self.record["holder"]
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self._swap(self._renewed()):
+                    self.lost = True
+                    log.error("launch %s: lease lost, another launcher took the key over", self.record["key"])
+                    return
+            except StoreUnavailable as exc:  # tried again at the next beat, until the lease runs out
+                log.warning("launch %s: lease not renewed: %s", self.record["key"], exc)
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
@@ -64,24 +112,35 @@ def launch_training(model: str, *, key: str, **params: Any) -> str:
 
     Returns the run's id (never empty): the pipeline run name locally, the KFP run id on a cluster.
     """
-    path = _ledger(key)
-    with _held(path):
-        previous = json.loads(path.read_text()) if path.exists() else {}
+    settings = get_settings()
+    store = settings.ledger_store
+    while True:
+        previous, tag = ledger.read(store, ledger_key(key))
+        previous = previous or {}
         if previous.get("run_id"):
             log.info("launch: key %s already launched: run %s", key, previous["run_id"])
             return str(previous["run_id"])
         if previous.get("status") == "failed":
             raise RuntimeError(f"launch {key} failed before: {previous.get('error', '')[:500]}")
+        if (left := float(previous.get("lease_until", 0)) - time.time()) > 0:
+            raise LaunchInProgress(f"launch {key} is running in {previous.get('holder')}", retry_in=left)
         attempt = int(previous.get("attempt", 0)) + 1
-        if previous:
-            log.warning("launch: key %s was interrupted (attempt %d died): launching it again", key, attempt - 1)
-        return _launch(path, model, key, attempt, params)
+        record = {"model": model, "key": key, "runner": settings.pipeline_runner, "attempt": attempt}
+        record |= {"status": "running", "started": time.time(), "run_id": "", "holder": _holder()}
+        lease = Lease(store, key, record, settings.launch_lease_s)
+        if lease.take(tag):
+            break
+    if previous:
+        log.warning("launch: key %s was interrupted (attempt %d died): launching it again", key, attempt - 1)
+    return _launch(lease, model, key, params)
 
 
-def _launch(path: Path, model: str, key: str, attempt: int, params: dict[str, Any]) -> str:
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _launch(lease: Lease, model: str, key: str, params: dict[str, Any]) -> str:
     settings = get_settings()
-    record = {"model": model, "key": key, "runner": settings.pipeline_runner, "attempt": attempt}
-    _write(path, record | {"status": "running", "started": time.time(), "run_id": ""})
     try:
         if settings.pipeline_runner == "dry-run":
             run_id = f"dry-run-{key}"
@@ -96,8 +155,8 @@ def _launch(path: Path, model: str, key: str, attempt: int, params: dict[str, An
         if not run_id:
             raise RuntimeError("the runner returned no run id")
     except Exception as exc:
-        _write(path, record | {"status": "failed", "error": str(exc)[:2000]})
+        lease.finish({"status": "failed", "error": str(exc)[:2000]})
         raise
     status = "finished" if settings.pipeline_runner == "local" else "launched"
-    _write(path, record | {"status": status, "run_id": run_id})
+    lease.finish({"status": status, "run_id": run_id})
     return str(run_id)

@@ -1,126 +1,147 @@
-"""The trigger's memory, shared by its replicas: one SQLite file (``Settings.trigger_state_path``).
+"""The trigger's memory, shared by its replicas: JSON documents on the ledger store
+(``Settings.ledger_uri``, a folder or ``s3://``), written by conditional create and compare-and-swap
+(:mod:`pipelines.streaming.ledger`).
 
-**Retraining.** Per model: how many rows were landed when its last run was launched (the baseline
-of "new rows"). Per trigger key: what became of it (``pending`` → ``launched`` | ``failed``, or
-``skipped``). A key is *claimed* before its launch, atomically across replicas, so it launches
-once; a ``pending`` key (its launcher died) is launched again with the same key, which the
-launcher uses to tell a run in progress from an interrupted one.
+**Retraining.** ``keys/<key>.json``: what became of a trigger key (``pending`` → ``launched`` |
+``failed``, or ``skipped``). A key is *claimed* before its launch by creating its document only if it
+is absent, so of all the replicas exactly one launches it; it is settled (``pending`` → ``launched``
+| ``failed``) by a compare-and-swap that succeeds only while it is still ``pending``, so it settles
+once. ``models/<model>.json``: the model's baseline (rows landed when its last run was launched) and
+the keys still pending, so a batch reads one small document, not every key ever claimed. A claim
+writes the key first and the model's document second; a replica dying in between leaves a key the
+model's document lacks, added by whoever claims that key again (the same rows, the same request
+replayed). Pending keys are read back from their own documents, so a model document that still
+names a settled key is harmless (and tidied up). A ``pending`` key whose launcher died is launched
+again with the same key, which the launch ledger (:mod:`pipelines.streaming.launch`) uses to tell a
+run in progress from an interrupted one.
 
-**Poison records.** Records that could not even be dead-lettered: their topic, partition, offset
-and the error, kept here (never lost silently), with the count of failed attempts before that.
+**Records that could not be dead-lettered.** ``attempts/<topic>/<partition>/<offset>.json`` counts a
+record's failed dead-letter attempts, ``poison/...`` keeps a record skipped after too many (its
+topic, partition, offset and error). Both are on the ledger store, not on a replica's disk: a
+poison record must never be lost with a pod, and a partition that moves to another replica keeps
+its count (the counter is a compare-and-swap too; these are rare, small writes).
+
+A state file of older versions (``<data_dir>/trigger/state.sqlite3``) is not read: a fresh ledger
+starts with no baselines, so the first run of each model comes after ``min_new_rows`` rows again.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Set
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pipelines.streaming.state_db import connect, write
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS baselines (model TEXT PRIMARY KEY, rows INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, model TEXT NOT NULL, status TEXT NOT NULL,"
-    " entry TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS attempts (topic TEXT, partition INTEGER, offset INTEGER, failures INTEGER NOT NULL,"
-    " PRIMARY KEY (topic, partition, offset))",
-    "CREATE TABLE IF NOT EXISTS poison (topic TEXT, partition INTEGER, offset INTEGER, error TEXT NOT NULL,"
-    " at TEXT NOT NULL, PRIMARY KEY (topic, partition, offset))",
-)
+from pipelines.storage import Store
+from pipelines.streaming import ledger
+from pipelines.streaming.ledger import Doc
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _key_doc(key: str) -> str:
+    return f"keys/{ledger.safe_name(key)}.json"
+
+
+def _model_doc(model: str) -> str:
+    return f"models/{ledger.safe_name(model)}.json"
+
+
+def _record_doc(kind: str, topic: str, partition: int, offset: int) -> str:
+    return f"{kind}/{ledger.safe_name(topic)}/{partition}/{offset}.json"
+
+
 class RetrainState:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = connect(path)
-        with self._lock, write(self._db) as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     # -- retraining ---------------------------------------------------------------------
 
     def rows_at_last_run(self, model: str) -> int:
-        with self._lock:
-            found = self._db.execute("SELECT rows FROM baselines WHERE model = ?", (model,)).fetchone()
-        return int(found[0]) if found else 0
+        doc, _ = ledger.read(self.store, _model_doc(model))
+        return int(doc["rows"]) if doc else 0
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._db.execute("SELECT entry FROM keys WHERE key = ?", (key,)).fetchone()
-        return json.loads(found[0]) if found else None
+    def get(self, key: str) -> Doc | None:
+        return ledger.read(self.store, _key_doc(key))[0]
 
-    def pending(self, model: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            found = self._db.execute("SELECT key, entry FROM keys WHERE status = 'pending'").fetchall()
-        entries = [(key, json.loads(entry)) for key, entry in found]
-        return [(k, e) for k, e in entries if model is None or e["model"] == model]
+    def pending(self, model: str | None = None) -> list[tuple[str, Doc]]:
+        """Pending keys (of ``model``, or of every model), read from their own documents."""
+        names = [_model_doc(model)] if model else self.store.list_keys("models", ".json")
+        models = [doc for doc in map(self._read, names) if doc]
+        entries = [self._read(_key_doc(key)) for doc in models for key in doc["pending"]]
+        found = [(e["key"], e) for e in entries if e and e["status"] == "pending"]
+        for doc in models:  # a settle whose replica died before updating the model's document
+            if stale := set(doc["pending"]) - {k for k, _ in found}:
+                self._index(doc["model"], drop=stale)
+        return sorted(found)
 
     def claim(self, key: str, model: str, status: str, *, rows: int | None = None, **details: Any) -> bool:
-        """Record ``key`` with ``status`` unless some replica recorded it before (then False)."""
-        with self._lock, write(self._db) as db:
-            if db.execute("SELECT 1 FROM keys WHERE key = ?", (key,)).fetchone():
-                return False
-            self._put(db, key, {"model": model}, status, rows, details)
+        """Record ``key`` with ``status`` unless some replica recorded it before (then False);
+        ``rows`` also moves the model's baseline."""
+        entry = _entry({"key": key, "model": model}, status, rows, details)
+        if self.store.put_if_absent(_key_doc(key), ledger.dumps(entry)):
+            self._index(model, entry)
             return True
+        if (existing := self.get(key)) is not None:  # its claimer may have died before indexing it
+            self._index(model, existing)
+        return False
 
     def record(self, key: str, model: str, status: str, *, rows: int | None = None, **details: Any) -> None:
         """Set a key's status (merging ``details``); ``rows`` also moves the model's baseline."""
-        with self._lock, write(self._db) as db:
-            found = db.execute("SELECT entry FROM keys WHERE key = ?", (key,)).fetchone()
-            self._put(db, key, json.loads(found[0]) if found else {"model": model}, status, rows, details)
+        base = {"key": key, "model": model}
+        entry, _ = ledger.update(self.store, _key_doc(key), lambda cur: _entry(cur or base, status, rows, details))
+        assert entry is not None
+        self._index(model, entry)
 
     def settle(self, key: str, status: str, **details: Any) -> bool:
         """Move a ``pending`` key to ``status``; False if it was not pending (settled by another replica)."""
-        with self._lock, write(self._db) as db:
-            found = db.execute("SELECT entry FROM keys WHERE key = ? AND status = 'pending'", (key,)).fetchone()
-            if found:
-                entry = json.loads(found[0])
-                self._put(db, key, entry, status, None, details)
-            return found is not None
 
-    @staticmethod
-    def _put(db: Any, key: str, entry: dict[str, Any], status: str, rows: int | None, details: dict[str, Any]) -> None:
-        entry.update(details, status=status, at=_now())
-        db.execute(
-            "INSERT INTO keys VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET status = excluded.status,"
-            " entry = excluded.entry",
-            (key, entry["model"], status, json.dumps(entry, default=str)),
-        )
-        if rows is not None:
-            db.execute(
-                "INSERT INTO baselines VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET rows = excluded.rows",
-                (entry["model"], rows),
-            )
+        def settled(cur: Doc | None) -> Doc | None:
+            return _entry(cur, status, None, details) if cur and cur["status"] == "pending" else None
+
+        entry, written = ledger.update(self.store, _key_doc(key), settled)
+        if written and entry is not None:
+            self._index(entry["model"], entry)
+        return written
+
+    def _index(self, model: str, entry: Doc | None = None, drop: Set[str] = frozenset()) -> None:
+        """Bring the model's document in line with ``entry`` (idempotent: baselines only grow)."""
+
+        def change(doc: Doc | None) -> Doc:
+            doc = doc or {"model": model, "rows": 0, "pending": []}
+            pending = set(doc["pending"]) - drop
+            if entry is not None:
+                if "baseline" in entry:
+                    doc["rows"] = max(int(doc["rows"]), int(entry["baseline"]))
+                pending = pending | {entry["key"]} if entry["status"] == "pending" else pending - {entry["key"]}
+            return doc | {"pending": sorted(pending)}
+
+        ledger.update(self.store, _model_doc(model), change)
+
+    def _read(self, name: str) -> Doc | None:
+        return ledger.read(self.store, name)[0]
 
     # -- records that could not be dead-lettered ----------------------------------------
 
     def failed_attempt(self, topic: str, partition: int, offset: int) -> int:
         """Count one more failure to dead-letter a record; returns the failures so far."""
-        with self._lock, write(self._db) as db:
-            db.execute(
-                "INSERT INTO attempts VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET failures = failures + 1",
-                (topic, partition, offset),
-            )
-            found = db.execute(
-                "SELECT failures FROM attempts WHERE topic = ? AND partition = ? AND offset = ?",
-                (topic, partition, offset),
-            ).fetchone()
-        return int(found[0])
+        name = _record_doc("attempts", topic, partition, offset)
+        doc, _ = ledger.update(self.store, name, lambda cur: {"failures": int((cur or {}).get("failures", 0)) + 1})
+        assert doc is not None
+        return int(doc["failures"])
 
     def poisoned(self, topic: str, partition: int, offset: int, error: str) -> None:
-        with self._lock, write(self._db) as db:
-            row = (topic, partition, offset, error, _now())
-            db.execute("INSERT OR REPLACE INTO poison VALUES (?, ?, ?, ?, ?)", row)
+        record = {"topic": topic, "partition": partition, "offset": offset, "error": error, "at": _now()}
+        self.store.put(_record_doc("poison", topic, partition, offset), ledger.dumps(record))
 
     def poison(self) -> list[dict[str, Any]]:
         """Every record skipped because it could not be dead-lettered, oldest first."""
-        with self._lock:
-            found = self._db.execute("SELECT topic, partition, offset, error, at FROM poison ORDER BY at").fetchall()
-        return [dict(zip(("topic", "partition", "offset", "error", "at"), row, strict=True)) for row in found]
+        found = self.store.read_many(self.store.list_keys("poison", ".json"))
+        return sorted((json.loads(b) for b in found.values()), key=lambda r: (r["at"], r["offset"]))
+
+
+def _entry(base: Doc, status: str, rows: int | None, details: dict[str, Any]) -> Doc:
+    entry = base | details | {"status": status, "at": _now()}
+    return entry if rows is None else entry | {"baseline": rows}

@@ -6,19 +6,23 @@ it has ``retrain.min_rows`` in all), or when a request arrives on ``mlops.retrai
 ``<model>-request-<request_id>``) *claimed* in the shared state before the launch, so one replica
 launches it. Launches run in a background thread and are reported on ``mlops.model-events``; a key
 left ``pending`` (its replica died) is resumed when a replica starts or partitions move, and the
-launcher's lock tells a launch still running elsewhere from an interrupted one.
+launcher's lease tells a launch still running elsewhere from an interrupted one: a key whose lease
+is held elsewhere (or whose ledger store is unreachable) is tried again later, until it is settled.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
 
 from feature_specs import FeatureSpec
+from pipelines.storage import StoreUnavailable
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.landing_index import LandingIndex
 from pipelines.streaming.launch import LaunchInProgress
@@ -28,6 +32,8 @@ from pipelines.streaming.retrain_state import RetrainState
 log = logging.getLogger("pipelines.streaming.trigger")
 
 Launcher = Callable[..., str]
+#: pause before trying a launch again whose ledger store was unreachable.
+STORE_RETRY_S = 10.0
 
 
 class Retrainer:
@@ -45,8 +51,12 @@ class Retrainer:
         """Rows a request may train on: every landed part, backfills included (the index counts
         only what the trigger landed itself)."""
         self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
+        self._retries: dict[str, threading.Timer] = {}
+        """Keys waiting to be tried again (one timer per key, however often it is resumed)."""
 
     def close(self) -> None:
+        for timer in list(self._retries.values()):
+            timer.cancel()
         self._launches.shutdown(wait=True, cancel_futures=True)
 
     def check_new_rows(self, model: str) -> None:
@@ -89,6 +99,28 @@ class Retrainer:
         self._launches.submit(self._run, model, key)
 
     def _run(self, model: str, key: str) -> None:
+        try:
+            self._launch_pending(model, key)
+        except LaunchInProgress as exc:
+            log.info("%s: launch %s is running elsewhere (%s): looking again in %.0fs", model, key, exc, exc.retry_in)
+            self._later(exc.retry_in + 1, model, key)
+        except StoreUnavailable as exc:
+            log.warning("%s: launch %s postponed: %s", model, key, exc)
+            self._later(STORE_RETRY_S, model, key)
+
+    def _later(self, delay: float, model: str, key: str) -> None:
+        if key in self._retries:
+            return
+        timer = self._retries[key] = threading.Timer(delay, self._resubmit, (model, key))
+        timer.daemon = True
+        timer.start()
+
+    def _resubmit(self, model: str, key: str) -> None:
+        self._retries.pop(key, None)
+        with suppress(RuntimeError):  # closed meanwhile: the key stays pending for the next start
+            self._launches.submit(self._run, model, key)
+
+    def _launch_pending(self, model: str, key: str) -> None:
         entry = self.state.get(key)
         if entry is None or entry["status"] != "pending":
             return
@@ -96,9 +128,8 @@ class Retrainer:
             run_id = self.launcher(model, key=key)
             if not run_id:
                 raise RuntimeError("the launcher returned no run id")
-        except LaunchInProgress:
-            log.info("%s: launch %s is running in another replica", model, key)
-            return
+        except (LaunchInProgress, StoreUnavailable):
+            raise
         except Exception as exc:
             log.exception("%s: training launch %s failed", model, key)
             error = f"{type(exc).__name__}: {exc}"

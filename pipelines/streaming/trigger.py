@@ -102,7 +102,7 @@ class Trigger:
             if self.store.local
             else LogIndex(self.store, self.settings.landing_index_cache)
         )
-        self.state = RetrainState(self.settings.trigger_state_path)
+        self.state = RetrainState(self.settings.ledger_store)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
         self._events = EventPublisher(self.settings)
