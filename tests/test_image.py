@@ -163,7 +163,9 @@ def test_a_compiled_pipeline_step_runs_as_the_kfp_launcher_runs_it(container: st
     payload = json.dumps(executor_input(ir, "extract", "/outputs"))
     args = [payload if a == "{{$}}" else a for a in spec["args"]]
     volumes = {data: "/data:ro", minio: "/minio", outputs: "/outputs"}
-    done = run(container, *spec["command"], *args, volumes=volumes, env={"CONSTRUCTOS_DATA_DIR": "/data"})
+    # the landing store read-only, the artifacts (the snapshot) in a store of their own, as on a cluster
+    env = {"CONSTRUCTOS_DATA_DIR": "/data", "CONSTRUCTOS_ARTIFACTS_URI": "file:///minio/artifacts"}
+    done = run(container, *spec["command"], *args, volumes=volumes, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     result = json.loads((outputs / "executor_output.json").read_text())
