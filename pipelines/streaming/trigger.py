@@ -42,6 +42,7 @@ from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 from pipelines.storage import StoreUnavailable
 from pipelines.streaming import health, landing
+from pipelines.streaming.assignment import AssignmentWatch
 from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.health import Heartbeat
@@ -210,6 +211,7 @@ class Trigger:
             topics = ", ".join(sorted(consumer.subscription()))
             log.info("consuming %s as group %s", topics, self.settings.trigger_group)
             idle_since = reported = time.monotonic()
+            watch = AssignmentWatch(options, self.settings.trigger_group)
             last = dict(self.stats)
             while not self._stop.is_set():
                 if time.monotonic() - reported > 60 and dict(self.stats) != last:
@@ -217,6 +219,7 @@ class Trigger:
                     log.info("so far: %s", last)
                 self.heartbeat.beat()
                 batch = consumer.poll(timeout_ms=500)
+                watch.check(consumer)
                 if not batch:
                     if not consumer.assignment():  # still joining the group: not idle
                         idle_since = time.monotonic()
@@ -274,7 +277,8 @@ class Trigger:
         if outcome.rejects:
             reasons = Counter(r.field for r in outcome.rejects)
             log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(outcome.rejects), dict(reasons))
-        log.debug("%s: landed %d, %d duplicates", model, outcome.landed, outcome.duplicates)
+        skipped = outcome.duplicates + outcome.conflicts
+        log.debug("%s: landed %d, skipped %d already landed", model, outcome.landed, skipped)
         return outcome.rejects
 
     def rows(self, model: str) -> int:
