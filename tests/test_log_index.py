@@ -5,6 +5,7 @@ catch-up by other replicas, and a retried commit that had in fact succeeded."""
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from pipelines.storage import Store
 from pipelines.streaming.log_index import LogIndex, log_key
+from pipelines.streaming.state_db import connect
 from tests.stores import Stores
 
 
@@ -77,3 +79,21 @@ def test_replicas_sharing_one_cache_folder(store: Store, tmp_path: Path) -> None
     assert one.rows("m") == two.rows("m") == 20
     one.close()
     assert LogIndex(store, tmp_path / "fresh").rows("m") == 20  # a fresh replica replays the log
+
+
+def test_connections_racing_to_create_one_cache_file(tmp_path: Path) -> None:
+    """Replicas starting together on a shared cache folder: the first switch of a new SQLite file to
+    WAL answers "database is locked" at once to the others (not after the busy timeout)."""
+
+    def open_it(path: Path, start: threading.Barrier) -> str:
+        start.wait()
+        db = connect(path)
+        try:
+            return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+        finally:
+            db.close()
+
+    for round_ in range(40):
+        path, start = tmp_path / f"index-{round_}.sqlite3", threading.Barrier(6)
+        with ThreadPoolExecutor(6) as pool:
+            assert set(pool.map(lambda _: open_it(path, start), range(6))) == {"wal"}  # noqa: B023 (joined here)

@@ -9,17 +9,26 @@ volume with working POSIX locks and shared memory): across hosts use an object-s
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+WAL_ATTEMPTS = 50
 CACHE_KIB = 16 * 1024  # page cache per connection: bounds memory however large the file grows
 
 
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(WAL_ATTEMPTS):  # a new file's first switch to WAL answers "locked" at once to others
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
     db.execute("PRAGMA synchronous=FULL")
     db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     return db
