@@ -1,7 +1,8 @@
-"""SQLite, set up for several trigger replicas sharing one state folder.
+"""SQLite for the landing index (:mod:`~pipelines.streaming.landing_index`, and the local cache of
+the object-store landing log), set up for several trigger replicas sharing one folder.
 
 WAL lets readers run beside the one writer; ``BEGIN IMMEDIATE`` takes the write lock up front, so
-a read-then-write transaction (claim a key, land a batch of ids) is atomic across processes;
+a read-then-write transaction (land a batch of ids) is atomic across processes;
 ``synchronous=FULL`` makes a commit survive a power cut. WAL needs the replicas on one host (or a
 volume with working POSIX locks and shared memory): across hosts use an object-store backend.
 """
