@@ -40,9 +40,12 @@ class _TimedTrigger(Trigger):
     first: float | None = None
     last: float = 0.0
 
-    def handle(self, batch: Any, producer: Any) -> None:
+    def _submit(self, landing: Any, batch: Any) -> None:
+        super()._submit(landing, batch)  # the first waits for the landing process to load
         self.first = self.first or time.perf_counter()
-        super().handle(batch, producer)
+
+    def _settle(self, batch: Any, outcomes: Any, producer: Any) -> None:
+        super()._settle(batch, outcomes, producer)
         self.last = time.perf_counter()  # the commit follows at once; `run` returns after it
 
 

@@ -67,6 +67,20 @@ class Intake:
 
     def split(self, values: Sequence[bytes | None]) -> tuple[list[tuple[int, dict[str, Any]]], list[Reject]]:
         """Good events (with their batch index) and the rejects with a reason."""
+        good, rejects, _ = self._split(values)
+        return good, rejects
+
+    def split_table(
+        self, values: Sequence[bytes | None], landed_at: str
+    ) -> tuple[list[tuple[int, dict[str, Any]]], list[Reject], pa.Table]:
+        """:meth:`split`, and the good events' :meth:`table` (built from the columns that were validated)."""
+        good, rejects, columns = self._split(values)
+        return good, rejects, self.table([event for _, event in good], landed_at, columns)
+
+    def _split(
+        self, values: Sequence[bytes | None]
+    ) -> tuple[list[tuple[int, dict[str, Any]]], list[Reject], dict[str, list[Any]] | None]:
+        """:meth:`split` and the good events' feature columns (None when the validator refused some)."""
         candidates: list[tuple[int, dict[str, Any]]] = []
         rejects: list[Reject] = []
         for i, raw in enumerate(values):
@@ -85,7 +99,7 @@ class Intake:
             for pos, (field, problem) in bad.items()
         ]
         rejects.sort(key=lambda r: r.index)
-        return good, rejects
+        return good, rejects, None if bad else columns
 
     def digests(self, table: pa.Table) -> list[int]:
         """Per row of a :meth:`table`, 64 bits that tell two versions of an event apart: a hash of its
@@ -103,15 +117,18 @@ class Intake:
             acc = (acc * _FNV_PRIME) ^ hashed.astype(np.uint64)
         return list(acc.view(np.int64).tolist())
 
-    def table(self, events: Sequence[dict[str, Any]], landed_at: str) -> pa.Table:
+    def table(
+        self, events: Sequence[dict[str, Any]], landed_at: str, known: dict[str, list[Any]] | None = None
+    ) -> pa.Table:
         """Good events as an Arrow table in the landing schema (values as sent, nulls kept; PII and
-        anything else outside the schema is left behind)."""
+        anything else outside the schema is left behind). ``known``: some columns already gathered."""
         columns = []
+        known = known or {}
         for name, kind in zip(self.schema.names, self.schema.types, strict=True):  # Field.name: a new str per call
             if name == "landed_at":
                 columns.append(pa.array([landed_at] * len(events), pa.string()))
                 continue
-            values = [e.get(name) for e in events]
+            values = known[name] if name in known else [e.get(name) for e in events]
             try:
                 columns.append(pa.array(values, kind))
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # an int feature sent as 3.0: checked integral

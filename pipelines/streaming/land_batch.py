@@ -32,8 +32,7 @@ def land_batch(
     intake: Intake, store: Store, index: LandingIndex, model: str, values: Sequence[bytes | None]
 ) -> Outcome:
     """Land the model's good events once each; everything else comes back as a reject."""
-    good, rejects = intake.split(values)
-    table = intake.table([event for _, event in good], datetime.now(UTC).isoformat())
+    good, rejects, table = intake.split_table(values, datetime.now(UTC).isoformat())
     versions = [(i, event["event_id"], h) for (i, event), h in zip(good, intake.digests(table), strict=True)]
     first: dict[str, tuple[int, int]] = {}  # event id -> (row in table, digest) of its first copy
     for row, (_, event_id, digest) in enumerate(versions):

@@ -37,7 +37,7 @@ def producer(settings: Settings) -> KafkaProducer:
         **settings.kafka_options(),
         linger_ms=20,
         batch_size=1 << 20,
-        compression_type="gzip",
+        compression_type="lz4",
         metrics_enabled=False,
         bootstrap_timeout_ms=10_000,
     )

@@ -10,8 +10,9 @@ removed and the reason in headers (:mod:`pipelines.streaming.dead_letters`); the
 an ``s3://`` store) through the shared landing index: an event id lands once across replicas,
 rebalances and crashes, and memory does not grow with the store. A duplicate is counted and
 skipped; a conflict (same id, other content) is dead-lettered as ``conflicting-duplicate``. Dead
-letters are flushed, and only then are the offsets committed. (Publish with the event id as key so
-a re-sent event lands on the same partition.)
+letters are flushed, and only then are the batch's offsets committed. (Publish with the event id as
+key so a re-sent event lands on the same partition.) Landing runs in a child process while the
+next batch is polled (:mod:`pipelines.streaming.landing_process`).
 
 **Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
@@ -25,6 +26,7 @@ record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import signal
@@ -37,19 +39,20 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 from pipelines.storage import StoreUnavailable
-from pipelines.streaming import health, landing
+from pipelines.streaming import health, landing, landing_process
 from pipelines.streaming.assignment import AssignmentWatch
 from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.health import Heartbeat
-from pipelines.streaming.intake import Intake, Reject
-from pipelines.streaming.land_batch import land_batch
-from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
-from pipelines.streaming.log_index import LogIndex
+from pipelines.streaming.intake import Reject
+from pipelines.streaming.land_batch import Outcome
+from pipelines.streaming.landing_index import LandingIndex
+from pipelines.streaming.landing_process import Landing, LandingProcessDied, open_index
 from pipelines.streaming.logs import configure_logging
 from pipelines.streaming.outage import Outage
 from pipelines.streaming.retrain_state import RetrainState
@@ -57,6 +60,7 @@ from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 
 log = logging.getLogger("pipelines.streaming.trigger")
+Batch = dict[TopicPartition, list[ConsumerRecord]]  # one poll's records
 
 
 def launch_training(model: str, *, key: str, **params: Any) -> str:
@@ -94,15 +98,10 @@ class Trigger:
         self.models = list(models or self.settings.trigger_models or load_specs())
         self.retrain = retrain
         self.specs = {m: load_spec(m) for m in self.models}
-        self.intakes = {m: Intake(spec, self.settings.trigger_max_event_bytes) for m, spec in self.specs.items()}
         self.topic_model = {named(spec.source_topic, self.settings): m for m, spec in self.specs.items()}
         self.requests_topic = named(RETRAIN_REQUESTS, self.settings)
         self.store = self.settings.landing_store
-        self.index: LandingIndex = (
-            SqliteIndex(self.settings.landing_dir)
-            if self.store.local
-            else LogIndex(self.store, self.settings.landing_index_cache)
-        )
+        self.index: LandingIndex = open_index(self.settings)  # recovery and row counts; landing has its own
         self.state = RetrainState(self.settings.ledger_store)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -113,6 +112,7 @@ class Trigger:
         self._connected = False
         self._outage = Outage(self.settings.kafka_retry_max_s)
         self._recovery_due = False
+        self._landing: Landing | None = None
         self.heartbeat = Heartbeat()  # the health port's liveness signal
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -130,7 +130,8 @@ class Trigger:
         try:
             while not self._stop.is_set():
                 try:
-                    self._session(exit_when_idle_s)
+                    self._landing = self._landing or landing_process.start(self.settings, self.models)
+                    self._session(self._landing, exit_when_idle_s)
                     break
                 except KafkaError as exc:
                     attempt = 1 if self._connected else attempt + 1
@@ -149,7 +150,14 @@ class Trigger:
                     self.heartbeat.beat()
                     self.stats["store_retries"] += 1
                     self._stop.wait(self._outage.failed(exc))
+                except LandingProcessDied as exc:  # a new one lands the batch again, from the committed offsets
+                    log.error("%s; starting another", exc)
+                    self._landing = None
+                    self._stop.wait(1.0)
         finally:
+            if self._landing is not None:
+                self._landing.close()
+                self._landing = None
             self.retrainer.close()
             self._events.close()
             log.info("stopped: %s", dict(self.stats))
@@ -171,8 +179,11 @@ class Trigger:
                 log.warning("%s: published %d part(s) a crash had left staged", model, published)
         self._recovery_due = False
 
-    def _session(self, exit_when_idle_s: float | None) -> None:
-        """One connection to the cluster, from the committed offsets until stopped or a Kafka error."""
+    def _session(self, landing: Landing, exit_when_idle_s: float | None) -> None:
+        """One connection to the cluster, from the committed offsets until stopped or a Kafka error.
+
+        Pipelined: batch N+1 is polled while ``landing`` lands batch N; N is then settled (dead
+        letters flushed, retraining checked) and its offsets committed while N+1 lands."""
         self._connected = False
         ensure_topics(self.settings, self.models, timeout_ms=5000)
         # reconnect to a broker that went away no slower than we retry one that never answered
@@ -213,34 +224,53 @@ class Trigger:
             idle_since = reported = time.monotonic()
             watch = AssignmentWatch(options, self.settings.trigger_group)
             last = dict(self.stats)
-            while not self._stop.is_set():
-                if time.monotonic() - reported > 60 and dict(self.stats) != last:
-                    last, reported = dict(self.stats), time.monotonic()
-                    log.info("so far: %s", last)
-                self.heartbeat.beat()
-                batch = consumer.poll(timeout_ms=500)
-                watch.check(consumer)
-                if not batch:
-                    if not consumer.assignment():  # still joining the group: not idle
+            landing_now: Batch | None = None  # submitted to ``landing``, not yet committed
+            try:
+                while not self._stop.is_set() or landing_now is not None:  # stopping: settle the batch at hand
+                    if time.monotonic() - reported > 60 and dict(self.stats) != last:
+                        last, reported = dict(self.stats), time.monotonic()
+                        log.info("so far: %s", last)
+                    self.heartbeat.beat()
+                    batch = {} if self._stop.is_set() else consumer.poll(timeout_ms=20 if landing_now else 500)
+                    watch.check(consumer)
+                    landed: Batch | None = None
+                    if landing_now is not None:
+                        landed, landing_now = landing_now, None
+                        outcomes = landing.result()
+                    if batch:
+                        if self._recovery_due:
+                            self._recover_landing()
+                        self._submit(landing, batch)
+                        landing_now = batch
+                    if landed is not None:
+                        self._settle(landed, outcomes, producer)
+                        consumer.commit(_next_offsets(landed, consumer.assignment()), timeout_ms=30_000)
+                        self.stats["batches"] += 1
+                        self._outage.over()
+                    if batch or landed or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
                     elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
                         return
-                    continue
-                if self._recovery_due:
-                    self._recover_landing()
-                self.handle(batch, producer)
-                consumer.commit(timeout_ms=30_000)
-                self.stats["batches"] += 1
-                self._outage.over()
-                idle_since = time.monotonic()
+            finally:
+                if landing_now is not None:  # its outcome is not needed: the batch is replayed
+                    with contextlib.suppress(Exception):
+                        landing.result()
         finally:
             consumer.close(autocommit=False, timeout_ms=5000)
             producer.close(timeout=5)
 
     # -- one batch ----------------------------------------------------------------------
 
-    def handle(self, batch: dict[Any, list[ConsumerRecord]], producer: KafkaProducer) -> None:
-        """Land, dead-letter and act on one poll's records; durable when it returns."""
+    def _submit(self, landing: Landing, batch: Batch) -> None:
+        """Hand the models' records of ``batch`` to ``landing`` (retrain requests stay here)."""
+        values: dict[str, list[bytes | None]] = {}
+        for tp, records in batch.items():
+            if tp.topic != self.requests_topic:
+                values.setdefault(self.topic_model[tp.topic], []).extend(r.value for r in records)
+        landing.submit(values)
+
+    def _settle(self, batch: Batch, outcomes: dict[str, Outcome], producer: KafkaProducer) -> None:
+        """Dead-letter the rejects of a landed batch and act on it; durable when it returns."""
         by_model: dict[str, list[ConsumerRecord]] = {}
         requests: list[ConsumerRecord] = []
         for tp, records in batch.items():
@@ -257,7 +287,7 @@ class Trigger:
         )
         for model, records in by_model.items():
             pii = self.specs[model].pii_names
-            for reject in self._land(model, records):
+            for reject in self._count(model, outcomes[model]):
                 letters.send(records[reject.index], reject, pii)
         letters.flush()
         for record in requests:
@@ -265,9 +295,8 @@ class Trigger:
         for model in by_model if self.retrain else ():
             self.retrainer.check_new_rows(model)
 
-    def _land(self, model: str, records: Sequence[ConsumerRecord]) -> list[Reject]:
-        """Land the model's good records once each; returns the rejects (conflicts included)."""
-        outcome = land_batch(self.intakes[model], self.store, self.index, model, [r.value for r in records])
+    def _count(self, model: str, outcome: Outcome) -> list[Reject]:
+        """Count one model's landing outcome; returns its rejects (conflicts included)."""
         self.stats.update(
             landed=outcome.landed,
             duplicates=outcome.duplicates,
@@ -283,6 +312,16 @@ class Trigger:
 
     def rows(self, model: str) -> int:
         return self.index.rows(model)
+
+
+def _next_offsets(batch: Batch, assigned: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Where the group resumes after ``batch``, for the partitions still assigned (a revoked one is
+    replayed by its new owner from its last commit: its events are landed, so nothing is lost)."""
+    return {
+        tp: OffsetAndMetadata(records[-1].offset + 1, "", records[-1].leader_epoch)
+        for tp, records in batch.items()
+        if records and tp in assigned
+    }
 
 
 def main(argv: Iterable[str] | None = None) -> None:
