@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from pipelines.streaming import ledger
 from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.landing_process import LandingProcess
 from pipelines.streaming.launch import launch_training, ledger_key
 from pipelines.streaming.publish import main as publish_main
 from pipelines.streaming.publish import publish_events, request_retrain
@@ -286,3 +290,55 @@ def test_a_key_whose_launcher_died_is_launched_once_its_lease_expires(
     assert json.loads(store.read_bytes(ledger_key(key)))["attempt"] == 2
     launched = [json.loads(r.value) for r in read_topic(kafka_settings, MODEL_EVENTS)]
     assert [(e["type"], e["key"]) for e in launched] == [("training.launched", key)]
+
+
+@pytest.mark.parametrize(
+    ("codec", "landing_process"), [("gzip", False), ("snappy", True), ("lz4", False), ("zstd", True)]
+)
+def test_every_kafka_codec_is_read_landing_in_a_child_or_in_process(
+    kafka_settings: Settings, codec: str, landing_process: bool
+) -> None:
+    """A producer may compress with any codec Kafka has: one the trigger could not decode would fail
+    every poll of its partition (a stall). Landing in a child process or in the trigger's own lands the same."""
+    spec = load_spec("lead_score")
+    settings = kafka_settings.model_copy(update={"trigger_landing_process": landing_process})
+    events = to_events(generate("lead_score", 300, seed=3), seed=3)
+    ensure_topics(settings, ["lead_score"])
+    producer = KafkaProducer(**settings.kafka_options(), compression_type=codec, linger_ms=50)
+    for event in events:
+        producer.send(
+            named(spec.source_topic, settings), key=event["event_id"].encode(), value=json.dumps(event).encode()
+        )
+    producer.flush()
+    producer.close()
+
+    trigger = Trigger(settings, ["lead_score"], launcher=Launches())
+    trigger.run(exit_when_idle_s=2)
+    assert sorted(r["event_id"] for r in landed_rows(settings, "lead_score")) == sorted(e["event_id"] for e in events)
+    assert trigger.stats["landed"] == len(events) and uncommitted(settings, spec.source_topic) == 0
+
+
+def test_a_killed_landing_process_is_replaced_and_nothing_is_lost(
+    kafka_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = load_spec("credit_risk")
+    ensure_topics(kafka_settings, ["credit_risk"])
+    trigger = Trigger(kafka_settings, ["credit_risk"], launcher=Launches())
+    runner = threading.Thread(target=trigger.run, kwargs={"exit_when_idle_s": 3})
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not isinstance(trigger._landing, LandingProcess):
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.05)
+    first = trigger._landing
+    os.kill(first._process.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    events = to_events(generate("credit_risk", 500, seed=8), seed=8)
+    publish_events("credit_risk", events[:250], kafka_settings)
+    publish_events("credit_risk", events, kafka_settings)  # the first half again: duplicates
+    runner.join(120)
+    assert not runner.is_alive()
+    assert sorted(r["event_id"] for r in landed_rows(kafka_settings, "credit_risk")) == sorted(
+        e["event_id"] for e in events
+    )
+    assert uncommitted(kafka_settings, spec.source_topic) == 0
+    assert any("the landing process exited (exit code -9)" in r.getMessage() for r in caplog.records)
