@@ -5,12 +5,13 @@
 
 The ids already landed are written straight into the landing index (the part files they would
 belong to are not written: the trigger never reads them); the new events go through the broker
-and a real ``python -m pipelines.streaming.trigger`` process, whose peak RSS is sampled.
+and a real ``python -m pipelines.streaming.trigger`` process, whose peak RSS (with its landing process) is sampled.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def prefill(index: SqliteIndex, start: int, stop: int) -> None:
 
 
 def peak_rss_mib(settings: Settings) -> tuple[float, float]:
-    """Run the trigger until idle; its peak resident memory (MiB) and wall time (s)."""
+    """Run the trigger until idle: peak resident memory (MiB) of it and its landing process; wall time (s)."""
     env = os.environ | {
         "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "CONSTRUCTOS_DATA_DIR": str(settings.data_dir),
@@ -49,13 +50,21 @@ def peak_rss_mib(settings: Settings) -> tuple[float, float]:
     proc = subprocess.Popen([*command, "--exit-when-idle", "3"], env=env, stderr=subprocess.DEVNULL)
     peak = 0
     while proc.poll() is None:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]))
-        except (OSError, StopIteration):
-            pass
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            peak = max(peak, sum(_rss_kib(pid) for pid in _tree(proc.pid)))
         time.sleep(0.2)
     return peak / 1024, time.perf_counter() - start
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its children (the trigger and its landing process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 
 
 def producer(settings: Settings) -> KafkaProducer:
-    """A producer tuned for throughput: batches up to 1 MiB after 20 ms, gzip (kafka-python's pure-Python
-    CRC then runs over a quarter of the bytes: ~40% faster here)."""
+    """A producer tuned for throughput: batches up to 1 MiB after 20 ms, lz4 (kafka-python decodes it
+    in a fraction of gzip's time: the trigger reads any codec, this one costs it least)."""
     return KafkaProducer(
         **settings.kafka_options(),
         linger_ms=20,
