@@ -21,6 +21,7 @@ import ctypes
 import gc
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 from collections.abc import Sequence
@@ -92,15 +93,22 @@ class InlineLanding:
 
 
 class LandingProcess:
-    """:class:`Landing` in a child process (started here; it imports and loads while the
-    consumer joins its group)."""
+    """:class:`Landing` in a child process (started here; it loads while the consumer joins its group).
+
+    Children come from a fork server (forking the trigger itself is unsafe beside the Kafka
+    clients' threads): it imports this module once, so a child after the first starts at once; the
+    child takes the trigger's environment of the moment, as a spawned one would."""
 
     def __init__(self, settings: Settings, models: Sequence[str]) -> None:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe beside the Kafka clients' threads
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         self._conn, child = context.Pipe()
         level = logging.getLogger().getEffectiveLevel()
         self._process = context.Process(
-            target=_serve, args=(child, settings, list(models), level), name="trigger-landing", daemon=True
+            target=_serve,
+            args=(child, settings, list(models), level, dict(os.environ)),
+            name="trigger-landing",
+            daemon=True,
         )
         self._process.start()
         child.close()
@@ -137,9 +145,11 @@ class LandingProcess:
         return LandingProcessDied(f"the landing process exited (exit code {self._process.exitcode})")
 
 
-def _serve(conn: Connection, settings: Settings, models: list[str], level: int) -> None:
+def _serve(conn: Connection, settings: Settings, models: list[str], level: int, environ: dict[str, str]) -> None:
     """The child: land each batch received, answer ``(True, outcomes)`` or ``(False, exception)``."""
     _die_with_parent()
+    os.environ.clear()  # the fork server's copy dates from its start
+    os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trigger stops itself, then closes the pipe
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from pipelines.streaming.logs import configure_logging
@@ -174,7 +184,8 @@ def _portable(exc: Exception) -> Exception:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: EOF on the pipe ends it)."""
+    """Ask Linux to SIGKILL this process when its parent, the fork server, dies (it does when the
+    trigger does; elsewhere EOF on the pipe ends the child)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
