@@ -42,7 +42,7 @@ class Settings(KafkaSettings, StoreSettings):
     trigger_max_event_bytes: int = Field(default=64 * 1024, gt=0)
     """Larger events are dead-lettered as oversized."""
     trigger_landing_process: bool = True
-    """Land in a child process while the next batch is polled (a second core: ~1.6x the events per
+    """Land in a child process while the next batch is polled (a second core: ~1.5x the events per
     second); false: land in the trigger's own process."""
     trigger_metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the trigger's ``/metrics`` and ``/healthz`` (0: off; the Deployment uses 9100)."""

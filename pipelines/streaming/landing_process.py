@@ -3,7 +3,7 @@
 Each record costs the trigger two things of about the same size, both Python under one GIL:
 kafka-python decoding it inside ``poll``, then checking and landing it
 (:func:`~pipelines.streaming.land_batch.land_batch`). :class:`LandingProcess` lands in a child
-process, so the consumer polls the next batch while this one lands (about 1.6x the events per
+process, so the consumer polls the next batch while this one lands (about 1.5x the events per
 second where a second core is free). :class:`InlineLanding` lands in the trigger's own process
 (``CONSTRUCTOS_TRIGGER_LANDING_PROCESS=false``: one core, one process less).
 
@@ -11,7 +11,7 @@ Both are used the same way: :meth:`submit` one batch (``{model: [raw values]}``)
 :meth:`result` its outcomes, or the landing's exception raised again (a store outage stays a
 :class:`~pipelines.storage.StoreUnavailable`). One batch is in flight at a time. The child only
 lands: the consumer, dead letters, commits and retraining stay in the trigger, which commits a
-batch's offsets once :meth:`result` has returned. The child dies with its parent (``SIGKILL``
+batch's offsets once :meth:`result` has returned. The child dies with the trigger (``SIGKILL``
 of the pair is a replica killed mid-batch: the landing index makes it safe).
 """
 
