@@ -32,8 +32,7 @@ from feature_specs import load_spec
 from pipelines.settings import Settings
 from pipelines.streaming.intake import Intake
 from pipelines.streaming.land_batch import Outcome, land_batch
-from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
-from pipelines.streaming.log_index import LogIndex
+from pipelines.streaming.log_index import open_index
 
 Batches = dict[str, list[bytes | None]]  # model -> raw values of its records, in order
 Outcomes = dict[str, Outcome]
@@ -41,14 +40,6 @@ Outcomes = dict[str, Outcome]
 
 class LandingProcessDied(RuntimeError):
     """The landing child exited (killed, out of memory): the batch in flight is not landed."""
-
-
-def open_index(settings: Settings) -> LandingIndex:
-    """The landing index of ``settings``' store: SQLite beside a folder, the commit log on S3."""
-    store = settings.landing_store
-    if store.local:
-        return SqliteIndex(settings.landing_dir)
-    return LogIndex(store, settings.landing_index_cache)
 
 
 class Lander:

@@ -27,8 +27,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipelines.settings import Settings
 from pipelines.storage import Store
-from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
 
 PREFIX = "_index"
 
@@ -96,3 +97,11 @@ class LogIndex:
             return
         if clash:
             raise RuntimeError(f"landing log of {model} on {self.store.uri}: {part} repeats {len(clash)} landed ids")
+
+
+def open_index(settings: Settings) -> LandingIndex:
+    """The landing index of ``settings``' store: SQLite beside a folder, the commit log on S3."""
+    store = settings.landing_store
+    if store.local:
+        return SqliteIndex(settings.landing_dir)
+    return LogIndex(store, settings.landing_index_cache)

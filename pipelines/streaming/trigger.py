@@ -52,7 +52,8 @@ from pipelines.streaming.health import Heartbeat
 from pipelines.streaming.intake import Reject
 from pipelines.streaming.land_batch import Outcome
 from pipelines.streaming.landing_index import LandingIndex
-from pipelines.streaming.landing_process import Landing, LandingProcessDied, open_index
+from pipelines.streaming.landing_process import Landing, LandingProcessDied
+from pipelines.streaming.log_index import open_index
 from pipelines.streaming.logs import configure_logging
 from pipelines.streaming.outage import Outage
 from pipelines.streaming.retrain_state import RetrainState
