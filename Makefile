@@ -33,7 +33,7 @@ install: $(STAMP) ## build .venv from the lock file (uv)
 HERMETIC := env -u MLFLOW_TRACKING_URI -u CONSTRUCTOS_DATA_DIR
 
 test: $(STAMP) $(KUSTOMIZE) ## run every test (starts Kafka itself when a test needs it)
-	$(HERMETIC) $(PY) -m pytest
+	$(HERMETIC) $(PY) -m pytest --durations=25
 
 test-unit: $(STAMP) ## fast in-process tests only
 	$(HERMETIC) $(PY) -m pytest -m "not integration"

@@ -21,11 +21,11 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines import landing_store
 from pipelines.settings import Settings, get_settings
-from pipelines.streaming import ledger
+from pipelines.streaming import landing_process, ledger
 from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.landing_index import SqliteIndex
-from pipelines.streaming.landing_process import LandingProcess
+from pipelines.streaming.landing_process import InlineLanding, LandingProcess, LandingProcessDied
 from pipelines.streaming.launch import launch_training, ledger_key
 from pipelines.streaming.publish import main as publish_main
 from pipelines.streaming.publish import publish_events, request_retrain
@@ -342,3 +342,38 @@ def test_a_killed_landing_process_is_replaced_and_nothing_is_lost(
     )
     assert uncommitted(kafka_settings, spec.source_topic) == 0
     assert any("the landing process exited (exit code -9)" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_a_landing_process_that_keeps_dying_is_restarted_with_backoff(
+    kafka_settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that cannot land (say, it dies on start) is not restarted in a tight loop: 1 s, 2 s,
+    4 s…; once a batch lands the count starts again, and nothing is lost meanwhile."""
+    deaths = {"left": 3}
+
+    class DiesThrice(InlineLanding):
+        def submit(self, batches: Any) -> None:
+            if deaths["left"]:
+                deaths["left"] -= 1
+                raise LandingProcessDied("the landing process exited (exit code 1)")
+            super().submit(batches)
+
+    monkeypatch.setattr(landing_process, "start", DiesThrice)
+    ensure_topics(kafka_settings, ["lead_score"])
+    events = to_events(generate("lead_score", 200, seed=12), seed=12)
+    publish_events("lead_score", events, kafka_settings)
+    trigger = Trigger(kafka_settings, ["lead_score"], launcher=Launches())
+    started = time.monotonic()
+    trigger.run(exit_when_idle_s=2)
+    assert sorted(r["event_id"] for r in landed_rows(kafka_settings, "lead_score")) == sorted(
+        e["event_id"] for e in events
+    )
+    restarts = [r.getMessage() for r in caplog.records if "starting another" in r.getMessage()]
+    assert [m.split("starting another ")[1] for m in restarts] == [
+        "in 1s (attempt 1)",
+        "in 2s (attempt 2)",
+        "in 4s (attempt 3)",
+    ]
+    assert trigger.stats["landing_restarts"] == 3 and trigger._landing_deaths == 0
+    assert time.monotonic() - started >= 7

@@ -114,6 +114,7 @@ class Trigger:
         self._outage = Outage(self.settings.kafka_retry_max_s)
         self._recovery_due = False
         self._landing: Landing | None = None
+        self._landing_deaths = 0  # in a row, without a batch landed between them
         self.heartbeat = Heartbeat()  # the health port's liveness signal
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -152,9 +153,12 @@ class Trigger:
                     self.stats["store_retries"] += 1
                     self._stop.wait(self._outage.failed(exc))
                 except LandingProcessDied as exc:  # a new one lands the batch again, from the committed offsets
-                    log.error("%s; starting another", exc)
+                    self.stats["landing_restarts"] += 1
+                    self._landing_deaths += 1  # back to 0 once a batch lands: a child that cannot start backs off
+                    delay = min(self.settings.kafka_retry_max_s, 2.0 ** (self._landing_deaths - 1))
+                    log.error("%s; starting another in %.0fs (attempt %d)", exc, delay, self._landing_deaths)
                     self._landing = None
-                    self._stop.wait(1.0)
+                    self._stop.wait(delay)
         finally:
             if self._landing is not None:
                 self._landing.close()
@@ -247,6 +251,7 @@ class Trigger:
                         self._settle(landed, outcomes, producer)
                         consumer.commit(_next_offsets(landed, consumer.assignment()), timeout_ms=30_000)
                         self.stats["batches"] += 1
+                        self._landing_deaths = 0
                         self._outage.over()
                     if batch or landed or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
