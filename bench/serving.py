@@ -3,9 +3,10 @@
 All servers run side by side, pinned to CPU 0 (only the one under load works); the load generator
 (wrk for REST, ghz for gRPC) runs pinned to CPU 1. 1-row V2 infer requests: throughput at 8
 connections, p50/p99 latency at 1 connection, each after a warm-up. Then ours over gRPC (same row,
-typed contents), and ours at 32 connections with and without adaptive micro-batching. The runs
-being compared are interleaved in rounds and the medians shown: this machine's speed drifts by
-tens of percent within minutes, and drift must not decide a ratio.
+typed contents) beside a bare grpcio servicer answering a constant, and ours at 32 connections with
+and without adaptive micro-batching. The runs being compared are interleaved in rounds and the
+medians shown: this machine's speed drifts by tens of percent within minutes, and drift must not
+decide a ratio.
 """
 
 from __future__ import annotations
@@ -59,21 +60,41 @@ def pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
-def start(cmd: list[str], port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], ready: Callable[[], bool], extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"} | (extra_env or {})
     proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600  # a busy machine loads slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
+        if ready():
+            return proc
         time.sleep(0.3)
     proc.kill()
     raise TimeoutError(cmd)
+
+
+def model_ready(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return ready
+
+
+def listening(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    return ready
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
@@ -186,7 +207,7 @@ def main() -> None:
             ("batched", [*ours_cmd, "--enable_grpc=false"], {"CONSTRUCTOS_BATCHING": "true"}),
         ]:
             port = free_port()
-            servers.enter_context(running([*cmd, f"--http_port={port}"], port, env))
+            servers.enter_context(running([*cmd, f"--http_port={port}"], model_ready(port), env))
             urls[name] = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
             wrk(urls[name], script, 8, 3)  # warm-up
 
@@ -202,13 +223,23 @@ def main() -> None:
             f"p99 ours {ours['p99']:.3f} ms (target <= 1.5)",
             flush=True,
         )
-        grpc_vs_rest(urls["ours"], f"127.0.0.1:{grpc_port}", f"127.0.0.1:{floor_grpc_port}", script, args)
+        bare_port = free_port()
+        bare = [py, "-m", "bench.baselines", "--kind=grpcio", f"--grpc_port={bare_port}"]
+        servers.enter_context(running(bare, listening(bare_port), {}))
+        grpc_vs_rest(
+            urls["ours"],
+            f"127.0.0.1:{grpc_port}",
+            f"127.0.0.1:{floor_grpc_port}",
+            f"127.0.0.1:{bare_port}",
+            script,
+            args,
+        )
         batching(urls["ours"], urls["batched"], script, args)
 
 
 @contextmanager
-def running(cmd: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
-    proc = start(cmd, port, env)
+def running(cmd: list[str], ready: Callable[[], bool], env: dict[str, str]) -> Iterator[None]:
+    proc = start(cmd, ready, env)
     try:
         yield
     finally:
@@ -216,13 +247,16 @@ def running(cmd: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
         proc.wait(timeout=30)
 
 
-def grpc_vs_rest(url: str, address: str, floor_address: str, script: Path, args: argparse.Namespace) -> None:
-    """Ours over gRPC against ours over REST, and against the floor over KServe's gRPC servicer."""
+def grpc_vs_rest(
+    url: str, address: str, floor_address: str, bare_address: str, script: Path, args: argparse.Namespace
+) -> None:
+    """Ours over gRPC against ours over REST, against the floor over KServe's gRPC servicer, and
+    against a bare grpcio servicer answering a constant (what grpcio itself costs per call)."""
     ghz_bin = find_ghz()
     if not ghz_bin:
         print("  grpc: skipped, no ghz (`make ghz` builds it)")
         return
-    for where in (address, floor_address):
+    for where in (address, floor_address, bare_address):
         ghz(ghz_bin, where, 8, 3, strict=False)  # warm-up (connections may still open)
 
     def grpc(where: str) -> Callable[[], Figures]:
@@ -232,15 +266,24 @@ def grpc_vs_rest(url: str, address: str, floor_address: str, script: Path, args:
 
         return run
 
-    results = rounds(
-        {"REST": rest(url, script, args.seconds), "gRPC": grpc(address), "floor gRPC": grpc(floor_address)},
-        args.rounds,
-    )
+    runs = {
+        "REST": rest(url, script, args.seconds),
+        "gRPC": grpc(address),
+        "floor gRPC": grpc(floor_address),
+        "bare grpcio": grpc(bare_address),
+    }
+    results = rounds(runs, args.rounds)
     for name, result in results.items():
-        show(name if name.startswith("floor") else f"ours {name}", result, "8 conn; latency at 1 conn")
+        show(name if name in ("floor gRPC", "bare grpcio") else f"ours {name}", result, "8 conn; latency at 1 conn")
     ratio = results["gRPC"]["rps"] / results["REST"]["rps"]
     floor = results["gRPC"]["rps"] / results["floor gRPC"]["rps"]
-    print(f"  gRPC/REST throughput {ratio:.2f}x (target >= 1); ours/floor over gRPC {floor:.2f}x", flush=True)
+    bare = results["REST"]["rps"] / results["bare grpcio"]["rps"]
+    print(
+        f"  gRPC/REST throughput {ratio:.2f}x (target >= 1); ours/floor over gRPC {floor:.2f}x; "
+        f"ours over REST / a bare grpcio servicer answering a constant {bare:.2f}x "
+        "(at >= 1, no grpcio server can be faster than our REST)",
+        flush=True,
+    )
 
 
 def batching(unbatched: str, batched: str, script: Path, args: argparse.Namespace) -> None:
@@ -258,6 +301,25 @@ def batching(unbatched: str, batched: str, script: Path, args: argparse.Namespac
         f"p99 {results['batched']['p99']:.3f} ms (target <= 10)",
         flush=True,
     )
+    # Only scoring is shared by a batch: its share of an unbatched request bounds what batching can give.
+    scoring_s = mean_predict_seconds(unbatched)
+    share = scoring_s * results["unbatched"]["rps"]  # of one saturated core's second
+    print(
+        f"  scoring (transform + ONNX Runtime) takes {scoring_s * 1e3:.3f} ms of an unbatched request, "
+        f"{share:.0%} of the core at {results['unbatched']['rps']:.0f} req/s: batching that costs nothing could give "
+        f"at most {1 / max(1e-9, 1 - share):.2f}x",
+        flush=True,
+    )
+
+
+def mean_predict_seconds(infer_url: str) -> float:
+    """KServe's request_predict_seconds (the scoring of each request), mean over the server's life."""
+    text = httpx.get(infer_url.split("/v2/")[0] + "/metrics", timeout=5).text
+
+    def value(name: str) -> float:
+        return float(re.search(rf"^{name}\{{[^}}]*model_name=\"{MODEL}\"[^}}]*\}} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+    return value("request_predict_seconds_sum") / value("request_predict_seconds_count")
 
 
 if __name__ == "__main__":
