@@ -8,6 +8,11 @@ import time
 log = logging.getLogger("pipelines.streaming.trigger")
 
 
+def backoff(attempt: int, max_s: float) -> float:
+    """The pause before retry ``attempt`` (1, 2, …): 1 s, 2 s, 4 s… up to ``max_s``."""
+    return min(max_s, 2.0 ** (attempt - 1))
+
+
 class Outage:
     """Pauses between attempts double up to ``max_s``; nothing is committed meanwhile (the caller
     reads its batch again), so an outage loses nothing."""
@@ -23,7 +28,7 @@ class Outage:
             self.since, self.attempts = time.monotonic(), 0
             log.warning("landing paused, offsets not committed: %s; retrying with backoff", exc)
         self.attempts += 1
-        delay = min(self.max_s, 2.0 ** (self.attempts - 1))
+        delay = backoff(self.attempts, self.max_s)
         log.debug("the store is unavailable (attempt %d, next in %.0fs): %s", self.attempts, delay, exc)
         return delay
 

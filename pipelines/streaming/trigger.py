@@ -55,7 +55,7 @@ from pipelines.streaming.landing_index import LandingIndex
 from pipelines.streaming.landing_process import Landing, LandingProcessDied
 from pipelines.streaming.log_index import open_index
 from pipelines.streaming.logs import configure_logging
-from pipelines.streaming.outage import Outage
+from pipelines.streaming.outage import Outage, backoff
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
@@ -137,7 +137,7 @@ class Trigger:
                     break
                 except KafkaError as exc:
                     attempt = 1 if self._connected else attempt + 1
-                    delay = min(self.settings.kafka_retry_max_s, 2.0 ** (attempt - 1))
+                    delay = backoff(attempt, self.settings.kafka_retry_max_s)
                     log.warning(
                         "Kafka at %s failed (%s: %s); retrying in %.0fs (attempt %d)",
                         self.settings.kafka_bootstrap,
@@ -155,7 +155,7 @@ class Trigger:
                 except LandingProcessDied as exc:  # a new one lands the batch again, from the committed offsets
                     self.stats["landing_restarts"] += 1
                     self._landing_deaths += 1  # back to 0 once a batch lands: a child that cannot start backs off
-                    delay = min(self.settings.kafka_retry_max_s, 2.0 ** (self._landing_deaths - 1))
+                    delay = backoff(self._landing_deaths, self.settings.kafka_retry_max_s)
                     log.error("%s; starting another in %.0fs (attempt %d)", exc, delay, self._landing_deaths)
                     self._landing = None
                     self._stop.wait(delay)
