@@ -14,22 +14,19 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-from bench.closed_loop import time_each
+from bench.load import find_ghz, ghz, time_each, wrk
+from bench.servers import free_port, listening, model_ready, running
 
 MODEL = "credit_risk"
 ROW = {
@@ -52,79 +49,6 @@ def v2_body() -> str:
     return json.dumps({"inputs": inputs, "outputs": [{"name": "probability"}]})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pin(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-
-
-def start(
-    cmd: list[str], ready: Callable[[], bool], extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"} | (extra_env or {})
-    proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600  # a busy machine loads slowly
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
-        if ready():
-            return proc
-        time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError(cmd)
-
-
-def model_ready(port: int) -> Callable[[], bool]:
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return ready
-
-
-def listening(port: int) -> Callable[[], bool]:
-    def ready() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    return ready
-
-
-def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
-    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-    def pct(p: str) -> float:
-        value, u = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
-        return float(value) * unit[u]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
-
-
-GHZ_VERSION = "v0.121.0"
-PROTO = Path(__file__).resolve().parents[1] / "tests" / "oip" / "grpc_predict_v2.proto"
-
-
-def find_ghz() -> str | None:
-    cache = os.environ.get("CONSTRUCTOS_TOOLS_CACHE", str(Path.home() / ".cache" / "constructos"))
-    built = Path(cache) / f"ghz-{GHZ_VERSION}" / "ghz"
-    return os.environ.get("GHZ") or (str(built) if built.exists() else shutil.which("ghz"))
-
-
 def grpc_request() -> str:
     """The benchmark row as a ModelInferRequest in protobuf JSON (typed contents)."""
     field = {"BYTES": "bytes_contents", "FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
@@ -134,19 +58,6 @@ def grpc_request() -> str:
             value = base64.b64encode(str(value).encode()).decode()
         inputs.append({"name": name, "datatype": datatype, "shape": [1], "contents": {field[datatype]: [value]}})
     return json.dumps({"model_name": MODEL, "inputs": inputs, "outputs": [{"name": "probability"}]})
-
-
-def ghz(ghz_bin: str, address: str, connections: int, seconds: int, strict: bool = True) -> dict[str, float]:
-    cmd = [*pin(1), ghz_bin, "--insecure", "--proto", str(PROTO), "--call",
-           "inference.GRPCInferenceService/ModelInfer", "-d", grpc_request(), "-c", str(connections),
-           "--connections", str(connections), "-z", f"{seconds}s", "-O", "json", address]  # fmt: skip
-    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    failed = {k: v for k, v in report.get("statusCodeDistribution", {}).items() if k != "OK"}
-    # the calls in flight when the run ends are cut ("Unavailable: transport is closing"): at most one per connection
-    if strict and sum(failed.values()) > connections:
-        raise RuntimeError(f"gRPC calls failed: {failed}")
-    pcts = {p["percentage"]: p["latency"] / 1e6 for p in report["latencyDistribution"]}
-    return {"rps": report["rps"], "p50": pcts[50], "p99": pcts[99]}
 
 
 Figures = dict[str, float]
@@ -216,7 +127,7 @@ def main() -> None:
             ("batched", [*ours_cmd, "--enable_grpc=false"], {"CONSTRUCTOS_BATCHING": "true"}),
         ]:
             port = free_port()
-            servers.enter_context(running([*cmd, f"--http_port={port}"], model_ready(port), env))
+            servers.enter_context(running([*cmd, f"--http_port={port}"], model_ready(port, MODEL), env))
             urls[name] = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
             wrk(urls[name], script, 8, 3)  # warm-up
 
@@ -248,16 +159,6 @@ def main() -> None:
         batching(urls["ours"], urls["batched"], script, args)
 
 
-@contextmanager
-def running(cmd: list[str], ready: Callable[[], bool], env: dict[str, str]) -> Iterator[None]:
-    proc = start(cmd, ready, env)
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def grpc_vs_rest(
     url: str, address: str, floor_address: str, bare_address: str, script: Path, args: argparse.Namespace
 ) -> None:
@@ -267,12 +168,14 @@ def grpc_vs_rest(
     if not ghz_bin:
         print("  grpc: skipped, no ghz (`make ghz` builds it)")
         return
+    request = grpc_request()
     for where in (address, floor_address, bare_address):
-        ghz(ghz_bin, where, 8, 3, strict=False)  # warm-up (connections may still open)
+        ghz(ghz_bin, where, request, 8, 3, strict=False)  # warm-up (connections may still open)
 
     def grpc(where: str) -> Callable[[], Figures]:
         def run() -> Figures:
-            throughput, latency = ghz(ghz_bin, where, 8, args.seconds), ghz(ghz_bin, where, 1, args.seconds)
+            throughput = ghz(ghz_bin, where, request, 8, args.seconds)
+            latency = ghz(ghz_bin, where, request, 1, args.seconds)
             return {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
 
         return run
