@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,27 @@ def after(isvc: dict[str, Any], target: ro.Serving) -> dict[str, Any]:
     return ro.apply_merge_patch(isvc, ro.merge_patch(isvc, target))
 
 
+def standard(isvc: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceService in Standard mode on two replicas, as the node overlay makes it."""
+    isvc = copy.deepcopy(isvc)
+    isvc["metadata"]["annotations"][ro.MODE_ANNOTATION] = "Standard"
+    isvc["spec"]["predictor"] |= {"minReplicas": 2, "maxReplicas": 2}
+    for key in ("scaleMetric", "scaleTarget"):
+        isvc["spec"]["predictor"].pop(key, None)
+    return isvc
+
+
 # --- plans ----------------------------------------------------------------------------------
 
 
 def test_state_is_read_from_the_base_manifest(isvc: dict[str, Any]) -> None:
     assert ro.Serving.from_isvc(isvc) == ro.Serving("models:/credit_risk@champion", None, None, 10, "Knative")
+
+
+STD = ro.Serving("models:/m/3", mode="Standard", min_replicas=4)
+"""Standard mode, serving version 3 on four replicas, no rollout."""
+STD_CANARY = ro.Serving("models:/m/3", 25, "models:/m/3", 10, "Standard", "models:/m/4", "v4", 1, min_replicas=4)
+"""...and version 4 as a 25% canary."""
 
 
 def test_start_pins_the_new_version_as_a_canary_and_remembers_the_stable_uri() -> None:
@@ -62,8 +79,11 @@ def test_start_pins_the_new_version_as_a_canary_and_remembers_the_stable_uri() -
         (ro.Serving("models:/m/3"), "4", 101, "outside 0-100"),
         (ro.Serving("models:/m/3"), "4", -5, "outside 0-100"),
         (ro.Serving("models:/m@champion"), "4", None, "moving alias; `pin` a version first"),
-        (ro.Serving("models:/m/3", mode="Standard"), "4", None, "ignores canaryTrafficPercent"),
-        (ro.Serving("models:/m/3", mode=None), "4", None, "ignores canaryTrafficPercent"),
+        (ro.Serving("models:/m/3", mode="ModelMesh"), "4", None, "no mode reads a canary"),
+        (ro.Serving("models:/m/3", mode=None), "4", None, "set the serving.kserve.io/deploymentMode annotation"),
+        (ro.Serving("models:/m/3", mode="Standard", min_replicas=0), "4", None, "needs at least 1"),
+        (ro.Serving("models:/m/3", mode="Standard"), "4", 120, "outside 0-100"),
+        (STD_CANARY, "5", None, "promote or roll back first"),
     ],
 )
 def test_start_refuses(current: ro.Serving, version: str, percent: int | None, error: str) -> None:
@@ -129,6 +149,283 @@ def test_a_revision_is_ready_when_the_controller_saw_the_spec_and_reports_it_rea
     assert not ro.revision_ready(isvc(3, 3, "p-3", "p-2"))  # the new revision is not ready yet
     assert not ro.revision_ready(isvc(4, 3, "p-3", "p-3"))  # the controller has not seen the last patch
     assert not ro.revision_ready({"metadata": {"generation": 1}})
+
+
+# --- Standard mode: spec.canary ---------------------------------------------------------------
+
+
+def test_standard_start_makes_the_canary_ready_at_zero_before_it_gets_a_share() -> None:
+    plan = ro.plan_start("m", STD, "4", 25)
+    dark = replace(STD, canary_uri="models:/m/4", canary_name="v4", canary_percent=0, canary_replicas=1)
+    dark = replace(dark, stable_uri="models:/m/3")
+    assert plan.steps == (ro.Step(dark, wait_canary=True), ro.Step(replace(dark, canary_percent=25)))
+    assert plan.aliases == {"challenger": "4"}
+    assert dark.model_uri == "models:/m/3"  # the stable predictor is not touched
+    # stopped while waiting: `start` again waits on, then gives the share
+    assert ro.plan_start("m", dark, "4", 25).steps == plan.steps
+    # the canary is sized for its share of the stable's replicas, at least one pod, at most all
+    assert [ro.canary_replicas(4, p, None) for p in (0, 10, 25, 50, 100)] == [1, 1, 1, 2, 4]
+    assert ro.canary_replicas(4, 0, ro.BLUE_GREEN) == 4  # blue-green's new side is full-sized
+
+
+def test_standard_step_resizes_and_waits_before_more_traffic_and_lowers_the_share_first() -> None:
+    up = ro.plan_step("m", STD_CANARY, 50)
+    sized = replace(STD_CANARY, canary_replicas=2)
+    assert up.steps == (ro.Step(sized, wait_canary=True), ro.Step(replace(sized, canary_percent=50)))
+    same_size = ro.plan_step("m", STD_CANARY, 20)
+    assert same_size.steps == (ro.Step(replace(STD_CANARY, canary_percent=20)),)
+    assert ro.plan_step("m", STD_CANARY, 0).steps == (ro.Step(replace(STD_CANARY, canary_percent=0), drain=True),)
+    with pytest.raises(ro.RolloutError, match="switch"):
+        ro.plan_step("m", replace(STD_CANARY, strategy=ro.BLUE_GREEN), 50)
+
+
+def test_standard_promote_switches_the_stable_waits_drains_then_removes_the_canary() -> None:
+    plan = ro.plan_promote("m", STD_CANARY)
+    switched = replace(STD_CANARY, model_uri="models:/m/4")
+    assert plan.steps == (
+        ro.Step(switched, wait_ready=True),
+        ro.Step(replace(switched, canary_percent=0), drain=True),
+        ro.Step(ro.Serving("models:/m/4", mode="Standard", min_replicas=4)),
+    )
+    assert plan.aliases == {"champion": "4", "challenger": None}
+    assert ro.plan_promote("m", switched).steps == plan.steps  # re-run after a stop: goes on
+    drained = ro.plan_promote("m", replace(switched, canary_percent=0)).steps
+    assert drained[1:] == plan.steps[1:] and drained[0].wait_ready  # waits and drains again, patches less
+
+
+def test_standard_rollback_takes_the_share_away_drains_then_removes() -> None:
+    plan = ro.plan_rollback("m", STD_CANARY)
+    assert plan.steps == (
+        ro.Step(STD_CANARY, wait_ready=True),  # nothing to patch: the stable must be ready to take it all
+        ro.Step(replace(STD_CANARY, canary_percent=0), drain=True),
+        ro.Step(ro.Serving("models:/m/3", mode="Standard")),
+    )
+    assert plan.aliases == {"challenger": None}
+    # halfway through a promote (the stable already switched): restore it first, and wait
+    mid = replace(STD_CANARY, model_uri="models:/m/4")
+    assert ro.plan_rollback("m", mid).steps == plan.steps
+    # a canary added by hand (no annotation): the stable predictor still names the way back
+    foreign = replace(STD_CANARY, stable_uri=None)
+    assert ro.plan_rollback("m", foreign).steps[-1].target.model_uri == "models:/m/3"
+    with pytest.raises(ro.RolloutError, match="no pinned version"):
+        ro.plan_rollback("m", replace(mid, stable_uri=None))
+
+
+def test_blue_green_deploys_at_zero_switches_at_once_and_switches_back() -> None:
+    for current in (STD, ro.Serving("models:/m/3")):
+        start = ro.plan_start("m", current, "4", strategy=ro.BLUE_GREEN)
+        (only,) = start.steps
+        assert only.target.canary_percent == 0 and only.target.strategy == ro.BLUE_GREEN
+        assert only.wait_canary if current.standard else only.wait_ready
+        green = only.target
+        assert green.challenger_uri == "models:/m/4"
+        switch = ro.plan_switch("m", green)
+        assert switch.steps[-1] == ro.Step(replace(green, canary_percent=100))
+        assert switch.steps[0].target == green  # readiness checked again, nothing patched
+        switched = switch.steps[-1].target
+        back = ro.plan_rollback("m", switched).steps
+        patched = [s.target for s in back if s.target != switched]
+        assert patched[0].canary_percent == 0  # the old version takes everything back first
+        assert back[-1].target == replace(current, mode=current.mode)
+        assert ro.plan_promote("m", switched).steps[-1].target.model_uri == "models:/m/4"
+    assert STD.canary_running is False
+    assert ro.plan_start("m", STD, "4", strategy=ro.BLUE_GREEN).steps[0].target.canary_replicas == 4
+    with pytest.raises(ro.RolloutError, match="`switch` is for blue-green"):
+        ro.plan_switch("m", STD_CANARY)
+    with pytest.raises(ro.RolloutError, match="no blue-green rollout"):
+        ro.plan_switch("m", STD)
+
+
+def test_a_standard_rollout_reads_back_from_its_own_patches(pinned: dict[str, Any]) -> None:
+    isvc = standard(pinned)
+    current = ro.Serving.from_isvc(isvc)
+    assert current == ro.Serving("models:/credit_risk/1", mode="Standard") and current.min_replicas == 2
+    states = [s.target for s in ro.plan_start("credit_risk", current, "4", 50).steps]
+    for target in states:
+        isvc = after(isvc, target)
+        assert ro.Serving.from_isvc(isvc) == target
+        assert mc.schema_findings(isvc)[0] == []  # KServe v0.20.0's CRD schema accepts it
+        assert not [f for f in mc.lint([isvc]) if f.rule.startswith("canary")]
+    (entry,) = isvc["spec"]["canary"]
+    assert entry["trafficPercent"] == 50 and entry["predictor"]["name"] == "v4"
+    assert entry["predictor"]["minReplicas"] == 1
+    stable, canary = isvc["spec"]["predictor"]["containers"][0], entry["predictor"]["containers"][0]
+    assert stable["args"] == ["--model_uri=models:/credit_risk/1"]
+    assert canary == {**stable, "args": ["--model_uri=models:/credit_risk/4"]}  # the rest is the stable's
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    for step in ro.plan_promote("credit_risk", ro.Serving.from_isvc(isvc)).steps:
+        isvc = after(isvc, step.target)
+        assert ro.Serving.from_isvc(isvc) == step.target
+    assert "canary" not in isvc["spec"]
+    assert isvc["spec"]["predictor"]["containers"][0]["args"] == ["--model_uri=models:/credit_risk/4"]
+    assert ro.STABLE_ANNOTATION not in isvc["metadata"]["annotations"]
+
+
+def test_standard_patch_bodies_are_exact(pinned: dict[str, Any]) -> None:
+    isvc = standard(pinned)
+    dark, share = (s.target for s in ro.plan_start("credit_risk", ro.Serving.from_isvc(isvc), "4", 10).steps)
+    body = ro.merge_patch(isvc, dark)
+    canary = {**isvc["spec"]["predictor"]["containers"][0], "args": ["--model_uri=models:/credit_risk/4"]}
+    assert body == {
+        "metadata": {
+            "resourceVersion": "41",
+            "annotations": {"constructos.io/stable-model-uri": "models:/credit_risk/1"},
+        },
+        "spec": {
+            "canary": [{"trafficPercent": 0, "predictor": {"name": "v4", "containers": [canary], "minReplicas": 1}}]
+        },
+    }
+    running = ro.apply_merge_patch(isvc, body)
+    assert ro.merge_patch(running, share)["spec"]["canary"][0]["trafficPercent"] == 10
+    done = ro.plan_rollback("credit_risk", ro.Serving.from_isvc(running)).steps[-1].target
+    assert ro.merge_patch(running, done) == {
+        "metadata": {"resourceVersion": "41", "annotations": {"constructos.io/stable-model-uri": None}},
+        "spec": {"canary": None},
+    }
+
+
+def test_a_storage_uri_environment_variable_follows_the_model_uri(pinned: dict[str, Any]) -> None:
+    container = pinned["spec"]["predictor"]["containers"][0]
+    container["env"] = [{"name": "STORAGE_URI", "value": "models:/credit_risk/1"}, {"name": "A", "value": "b"}]
+    moved = ro.container_with_uri(container, "models:/credit_risk/5")
+    assert moved["env"] == [{"name": "STORAGE_URI", "value": "models:/credit_risk/5"}, {"name": "A", "value": "b"}]
+    ops = ro.overlay_ops(standard(pinned), ro.Serving("models:/credit_risk/5", mode="Standard"))
+    assert [op["path"] for op in ops] == ["/spec/predictor/containers/0/args", "/spec/predictor/containers/0/env"]
+
+
+def test_more_than_one_canary_is_not_ours(pinned: dict[str, Any]) -> None:
+    isvc = standard(pinned)
+    isvc["spec"]["canary"] = [{"trafficPercent": 0, "predictor": {"name": n}} for n in ("a", "b")]
+    with pytest.raises(ro.RolloutError, match="2 canaries"):
+        ro.Serving.from_isvc(isvc)
+    isvc["spec"]["canary"] = isvc["spec"]["canary"][:1]  # an entry without containers runs the stable's
+    assert ro.Serving.from_isvc(isvc).canary_uri == "models:/credit_risk/1"
+
+
+# --- is it ready? -----------------------------------------------------------------------------
+
+
+def deployment(uri: str, replicas: int = 2, ready: int = 2, updated: int = 2, total: int = 2) -> dict[str, Any]:
+    container = {"name": "kserve-container", "args": [f"--model_uri={uri}"]}
+    status = {"observedGeneration": 3, "replicas": total, "updatedReplicas": updated, "availableReplicas": ready}
+    return {
+        "metadata": {"generation": 3},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [container]}}},
+        "status": status,
+    }
+
+
+def test_a_deployment_is_ready_when_rolled_out_with_the_uri_and_every_replica_available() -> None:
+    uri = "models:/m/4"
+    assert ro.deployment_problem(deployment(uri), "d", uri) is None
+    assert "does not exist" in str(ro.deployment_problem(None, "d", uri))
+    assert "runs models:/m/3, not yet" in str(ro.deployment_problem(deployment("models:/m/3"), "d", uri))
+    rolling = ro.deployment_problem(deployment(uri, ready=2, updated=1, total=3), "d", uri)  # old pods still serve
+    assert "2/2 replicas available, 1 updated, 3 in all" in str(rolling)
+    stale = deployment(uri) | {"metadata": {"generation": 4}}
+    assert "has not seen the latest spec" in str(ro.deployment_problem(stale, "d", uri))
+    failing = deployment(uri, ready=0)
+    failing["status"]["conditions"] = [
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no"},
+        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": "ok"},
+    ]
+    text = str(ro.deployment_problem(failing, "d", uri))
+    assert "MinimumReplicasUnavailable" in text and "ReplicaSetUpdated" not in text
+
+
+def test_a_standard_step_waits_for_the_side_it_changed(pinned: dict[str, Any]) -> None:
+    isvc = after(standard(pinned), STD_CANARY)
+    isvc["metadata"]["name"] = "m"
+    deps: dict[str, dict[str, Any] | None] = {
+        "m-predictor": deployment("models:/m/3"),
+        "m-v4-predictor": deployment("models:/m/4", 1, 0, 1, 1),
+    }
+
+    def problem(stable: bool, canary: bool) -> str | None:
+        return ro.standard_problem(isvc, deps, STD_CANARY, stable=stable, canary=canary)
+
+    assert problem(True, False) is None
+    assert "m-v4-predictor: 0/1 replicas available" in str(problem(False, True))
+    deps["m-v4-predictor"] = deployment("models:/m/4", 1, 1, 1, 1)
+    assert "KServe has not reported canary v4" in str(problem(False, True))
+    isvc["status"] = {"canaryStatuses": [{"name": "v4", "ready": False, "trafficPercent": 25}]}
+    assert "reports canary v4 not ready" in str(problem(False, True))
+    isvc["status"]["canaryStatuses"][0]["ready"] = True
+    assert problem(True, True) is None
+
+
+def test_pod_problems_name_the_failing_probe_or_the_waiting_reason() -> None:
+    pods = [
+        {
+            "metadata": {"name": "p1"},
+            "status": {"containerStatuses": [{"name": "c", "ready": False, "state": {"running": {}}}]},
+        },
+        {
+            "metadata": {"name": "p2"},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "ready": False,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"reason": "Error"}},
+                    }
+                ]
+            },
+        },
+    ]
+    assert ro.pod_problems(pods) == [
+        "pod p1 container c: running, readiness probe failing",
+        "pod p2 container c: CrashLoopBackOff (last exit: Error)",
+    ]
+
+
+def test_a_canary_is_drained_when_no_route_weights_it_and_the_gateway_accepted_that() -> None:
+    def route(weight: int | None, accepted: int) -> dict[str, Any]:
+        refs: list[dict[str, Any]] = [{"name": "m-predictor", "weight": 100}, {"name": "m-v4-predictor"}]
+        if weight is None:
+            refs = refs[:1]
+        else:
+            refs[1]["weight"] = weight
+        condition = {"type": "Accepted", "status": "True", "observedGeneration": accepted}
+        return {
+            "metadata": {"name": "m", "generation": 2},
+            "spec": {"rules": [{"backendRefs": refs}]},
+            "status": {"parents": [{"conditions": [condition]}]},
+        }
+
+    assert "still sends weight 10" in str(ro.route_problem([route(10, 2)], "m-v4-predictor"))
+    assert "has not yet accepted generation 2" in str(ro.route_problem([route(0, 1)], "m-v4-predictor"))
+    assert ro.route_problem([route(0, 2)], "m-v4-predictor") is None
+    assert ro.route_problem([route(None, 2)], "m-v4-predictor") is None  # KServe >= #5984 omits it
+
+
+# --- smoke test -----------------------------------------------------------------------------
+
+
+def test_the_smoke_request_is_in_range_and_the_answer_is_judged() -> None:
+    from feature_specs import load_spec
+    from pipelines.rollout.smoke import judge, smoke_request
+
+    spec = load_spec("credit_risk")
+    body = smoke_request(spec)
+    assert [i["name"] for i in body["inputs"]] == spec.feature_names
+    for tensor, feature in zip(body["inputs"], spec.features, strict=True):
+        assert tensor["datatype"] == feature.v2_datatype and len(tensor["data"]) == 2
+        value = tensor["data"][0]
+        if feature.categories:
+            assert value in feature.categories
+        elif feature.dtype in ("float", "int"):
+            assert (feature.min is None or value >= feature.min) and (feature.max is None or value <= feature.max)
+    good = {
+        "model_version": "4",
+        "outputs": [{"name": "probability", "data": [0.1, 0.2]}, {"name": "label", "data": [False, False]}],
+    }
+    assert judge(spec, "4", 200, good) == []
+    assert judge(spec, "5", 200, good) == ["answer is from version '4', expected '5'"]
+    assert judge(spec, "4", 500, "boom") == ["infer answered 500: boom"]
+    nan = {**good, "outputs": [{"name": "probability", "data": [float("nan"), 0.2]}, good["outputs"][1]]}
+    assert "not finite" in judge(spec, "4", 200, nan)[0]
 
 
 # --- patch bodies ---------------------------------------------------------------------------

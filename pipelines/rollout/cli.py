@@ -1,16 +1,36 @@
-"""Canary rollouts of a model's InferenceService, with the MLflow aliases moved in step.
+"""Canary and blue-green rollouts of a model's InferenceService, MLflow aliases moved in step.
 
-    python -m pipelines.rollout status|start|step|promote|rollback <model> [--percent N]
+    python -m pipelines.rollout status|start|step|switch|smoke|promote|rollback|pin <model> [...]
 
-* ``start``: the new version (``--version`` or the ``challenger`` alias) gets a canary share
-  (``--percent``, default: the ISVC's ``constructos.io/canary-percent`` annotation); the
-  URI to return to is recorded in ``constructos.io/stable-model-uri``.
-* ``step``: change the canary share.
-* ``promote``: ``champion`` moves to the canary's version, ``challenger`` is dropped, and
-  ``canaryTrafficPercent`` is removed so the new revision takes all traffic.
-* ``rollback``: the canary is pinned to 0% (traffic back on the previous revision at once),
-  the previous spec is restored (still at 0%), the restored revision is awaited (``--ready-timeout``),
-  and only then is the canary field dropped; ``challenger`` is dropped.
+The KServe API used follows the ``serving.kserve.io/deploymentMode`` annotation: **Knative**
+drives ``canaryTrafficPercent``, **Standard** (RawDeployment) drives ``spec.canary`` — one entry
+named ``v<version>``, its own Deployment and Service, weighted by KServe's HTTPRoute. The safe
+order of each command (what is patched first, what is waited for):
+
+* ``start``: the new version (``--version`` or the ``challenger`` alias); the URI to return to is
+  recorded in ``constructos.io/stable-model-uri``. Knative: one patch, new spec + share
+  (``--percent``, default the ``constructos.io/canary-percent`` annotation); Knative routes only
+  to a ready revision. Standard: (1) the entry at 0% (sized for its share, at least one pod),
+  (2) wait until its Deployment serves the new URI with every replica ready (``--ready-timeout``;
+  on timeout it stops with the reason, the canary never got traffic; ``rollback`` removes it,
+  ``start`` again waits on), (3) the share.
+* ``step --percent N``: Knative: the share. Standard, more traffic: resize the canary, wait until
+  it is ready, then raise the share; less traffic: lower the share (at 0 it drains).
+* ``promote``: ``champion`` -> the canary's version, ``challenger`` dropped. Knative: drop
+  ``canaryTrafficPercent`` (the new revision takes all). Standard: (1) the stable predictor
+  switches to the new URI, (2) wait until its Deployment has rolled out, (3) the canary's share to
+  0, (4) drain: wait until no HTTPRoute weights it and the gateway accepted that, then ``--drain``
+  seconds for in-flight requests, (5) remove the entry (KServe deletes its Deployment).
+* ``rollback``: never more traffic to the canary. Knative: pin it at 0% (the previous revision
+  takes everything), restore the previous spec still at 0%, wait until its revision is ready, then
+  drop the field. Standard: (1) if a promote had switched the stable predictor, restore it and
+  wait until rolled out, (2) the share to 0, (3) drain, (4) remove the entry. ``challenger`` dropped.
+* ``--strategy blue-green``: ``start`` deploys the new version at 0% only (Standard: full-sized,
+  on its own Service ``<isvc>-v<version>-predictor``; Knative: a 0% revision with a tag URL) and
+  waits until it is ready; ``smoke`` runs the smoke test on that endpoint (``--smoke-url``
+  overrides it); ``switch`` runs the smoke test, then moves 100% at once (the old version keeps
+  running at 0%); ``rollback`` switches back (share to 0, drain, remove); ``promote`` retires
+  the old version (as above: the stable predictor takes the new version first).
 * ``pin``: serve exactly ``--version`` (default: the ``champion`` alias's version) without a canary,
   and point ``champion`` at it. Revisions always name a version, never the moving alias: a restarted
   pod of an old revision must not load a newer model.
@@ -20,16 +40,20 @@
 Online, the InferenceService is patched through the Kubernetes API (JSON merge patches under the
 field manager ``constructos-rollout`` that carry ``resourceVersion``: a concurrent change is a
 conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.targets`
-for who owns which field).
-``--dry-run`` prints the patches and alias moves and changes nothing. ``--overlay ENV`` works
+for who owns which field). Every command is a state machine: run again after a stop, it goes on
+from the state it finds.
+``--dry-run`` prints the patches, waits and alias moves and changes nothing. ``--overlay ENV`` works
 offline (GitOps): it renders the overlay with kustomize and rewrites
-``manifests/overlays/ENV/rollout/<model>.yaml``; commit and apply that instead.
+``manifests/overlays/ENV/rollout/<model>.yaml`` one step at a time; commit and apply that instead.
 
 ``analyze`` compares the challenger with the champion (:mod:`pipelines.rollout.canary`) from Prometheus
 (``--prometheus URL``) or the inference log on Kafka, and answers promote / rollback /
 inconclusive with reasons (exit code 0 / 1 / 3). ``auto`` starts a canary if none runs and
 climbs ``--ladder`` (10,25,50,100), analysing every ``--interval`` seconds; it promotes at the top,
 and rolls back after ``--failure-limit`` failed analyses or ``--max-checks`` without a decision.
+With ``--strategy blue-green`` its ladder is the switch: start, smoke test, switch, then the same
+analyses and gates decide promote or rollback. A new version that never gets ready or fails the
+smoke test is rolled back before it had any traffic.
 
 The decisions are pure functions (``plan_*``: state in, target states out); everything that
 talks to a cluster, MLflow or the file system is a thin shell around them.
@@ -45,8 +69,18 @@ from typing import TYPE_CHECKING, Any
 
 from feature_specs import spec_names
 from pipelines.rollout.aliases import read_aliases
-from pipelines.rollout.commands import plan_for, run, status_lines, sync
-from pipelines.rollout.plan import CHALLENGER, CHAMPION, COMMANDS, NAMESPACE, RolloutError, Serving
+from pipelines.rollout.commands import Smoke, plan_for, run, status_lines, sync
+from pipelines.rollout.plan import (
+    BLUE_GREEN,
+    CANARY,
+    CHALLENGER,
+    CHAMPION,
+    COMMANDS,
+    NAMESPACE,
+    STRATEGIES,
+    RolloutError,
+    Serving,
+)
 from pipelines.rollout.targets import Cluster, Overlay, Target, overlay_dir
 
 if TYPE_CHECKING:
@@ -73,6 +107,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-aliases", action="store_true", help="leave the MLflow aliases alone")
     parser.add_argument("--ready-timeout", type=float, default=600, metavar="S", help="wait for a revision (600)")
     parser.add_argument("--retries", type=int, default=3, help="re-plans after a resourceVersion conflict (3)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=CANARY, help="start / auto: canary or blue-green")
+    parser.add_argument("--drain", type=float, default=5, metavar="S", help="in-flight pause after a share -> 0 (5)")
+    parser.add_argument(
+        "--smoke-url", metavar="URL", help="smoke / switch: the new version's endpoint (default: its own)"
+    )
     canary = parser.add_argument_group("analyze / auto")
     canary.add_argument("--prometheus", metavar="URL", help="Prometheus HTTP API (default: the inference log on Kafka)")
     canary.add_argument("--window", type=int, default=600, metavar="S", help="seconds of traffic to analyse (600)")
@@ -136,25 +175,37 @@ def auto(
     say: Callable[[str], None] = print,
     analyse: Callable[[], Any] | None = None,
     sleep: Callable[[float], None] | None = None,
+    check: Smoke | None = None,
 ) -> str:
-    """Climb the ladder until promoted or rolled back; returns ``promote`` or ``rollback``."""
+    """Climb the ladder (blue-green: switch) until promoted or rolled back; returns ``promote`` or
+    ``rollback``. A new version that does not get ready (or fails the smoke test) is rolled back."""
     import time
 
     from pipelines.rollout.canary import next_step, parse_ladder
 
     analyse = analyse or (lambda: analysis(args, client))
     sleep = sleep or time.sleep
-    ladder = parse_ladder(args.ladder)
-    if not Serving.from_isvc(where.get(args.model)).canary_running:
-        for line in run(command(args, "start", ladder[0]), where, client):
-            say(line)
+    state = Serving.from_isvc(where.get(args.model))
+    blue_green = state.strategy == BLUE_GREEN if state.canary_running else args.strategy == BLUE_GREEN
+    ladder = (100,) if blue_green else parse_ladder(args.ladder)
+    try:
+        if not state.canary_running:
+            for line in run(command(args, "start", None if blue_green else ladder[0]), where, client):
+                say(line)
+        if blue_green and Serving.from_isvc(where.get(args.model)).canary_percent != 100:
+            for line in run(command(args, "switch"), where, client, check):
+                say(line)
+    except RolloutError as e:
+        say(f"stopped before any traffic reached the new version: {e}")
+        finish(args, "rollback", where, client, say)
+        return "rollback"
     failures = 0
-    for check in range(1, args.max_checks + 1):
+    for check_no in range(1, args.max_checks + 1):
         sleep(args.interval)
         verdict = analyse()
         percent = Serving.from_isvc(where.get(args.model)).canary_percent
         step, failures = next_step(percent, verdict, failures, args.failure_limit, ladder)
-        say(f"check {check}: {verdict.decision} -> {step.action} {step.percent or ''} ({step.reason})")
+        say(f"check {check_no}: {verdict.decision} -> {step.action} {step.percent or ''} ({step.reason})")
         for reason in verdict.reasons:
             say(f"  {reason}")
         if step.action == "step":

@@ -1,6 +1,9 @@
 """Carrying out one rollout command on a target (cluster or overlay): plan from the current state,
 move the MLflow aliases, apply the steps (waiting where a step says so), and re-plan from the
-fresh state after a ``resourceVersion`` conflict. :mod:`pipelines.rollout.cli` is the command line."""
+fresh state after a ``resourceVersion`` conflict. :mod:`pipelines.rollout.cli` is the command line.
+
+``switch`` (blue-green) runs the smoke test against the new version's own endpoint first and
+changes nothing when it fails."""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from pipelines.rollout.aliases import move_aliases, read_aliases
 from pipelines.rollout.plan import (
     CHALLENGER,
     CHAMPION,
+    MODE_ANNOTATION,
     Plan,
     Resource,
     RolloutError,
     Serving,
+    Step,
     apply_merge_patch,
     isvc_name,
     merge_patch,
@@ -24,11 +29,19 @@ from pipelines.rollout.plan import (
     plan_rollback,
     plan_start,
     plan_step,
+    plan_switch,
+    predictor_service,
+    uri_version,
 )
 from pipelines.rollout.targets import Cluster, Conflict, Overlay, Target, overlay_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from feature_specs.spec import FeatureSpec
+
+Smoke = Callable[[str, "FeatureSpec", "str | None"], list[str]]
+"""A smoke test: (the new version's URL, its spec, its version) -> the problems found."""
 
 
 def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], dict[str, str | None]]) -> Plan:
@@ -36,11 +49,13 @@ def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], d
         version = args.version or aliases().get(CHALLENGER)
         if not version:
             raise RolloutError(f"{args.model}: no --version given and no `{CHALLENGER}` alias in MLflow")
-        return plan_start(args.model, current, version, args.percent)
+        return plan_start(args.model, current, version, args.percent, args.strategy)
     if args.command == "step":
         if args.percent is None:
             raise RolloutError("step needs --percent")
         return plan_step(args.model, current, args.percent)
+    if args.command == "switch":
+        return plan_switch(args.model, current)
     if args.command == "promote":
         return plan_promote(args.model, current)
     if args.command == "pin":
@@ -54,27 +69,77 @@ def plan_for(args: argparse.Namespace, current: Serving, aliases: Callable[[], d
 
 def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | None) -> list[str]:
     state = Serving.from_isvc(isvc)
+    share = "none" if state.canary_percent is None else f"{state.canary_percent}%"
     lines = [
         f"model:          {model} (InferenceService {isvc_name(model)})",
-        f"deploymentMode: {isvc['metadata'].get('annotations', {}).get('serving.kserve.io/deploymentMode')}",
+        f"deploymentMode: {isvc['metadata'].get('annotations', {}).get(MODE_ANNOTATION)}",
         f"model_uri:      {state.model_uri}",
-        f"canary:         {'none' if state.canary_percent is None else f'{state.canary_percent}%'}",
+        f"canary:         {share}",
         f"stable_uri:     {state.stable_uri or '-'}",
         f"default canary: {state.default_percent}%",
     ]
+    if state.strategy:
+        lines.append(f"strategy:       {state.strategy}")
+    if state.canary_uri:
+        deployment = predictor_service(isvc_name(model), state.canary_name)
+        lines.append(
+            f"canary entry:   {state.canary_name} -> {state.canary_uri}, "
+            f"{state.canary_replicas} replica(s), Deployment {deployment}"
+        )
     if aliases is not None:
         lines += [f"alias {name}: {version or '-'}" for name, version in aliases.items()]
-    traffic = ((isvc.get("status") or {}).get("components") or {}).get("predictor", {}).get("traffic") or []
+    status = isvc.get("status") or {}
+    traffic = (status.get("components") or {}).get("predictor", {}).get("traffic") or []
     lines += [f"traffic:        {t.get('percent')}% -> {t.get('revisionName')}" for t in traffic]
+    lines += [
+        f"canary status:  {c.get('name')} ready={c.get('ready')} trafficPercent={c.get('trafficPercent')}"
+        for c in status.get("canaryStatuses") or []
+    ]
     return lines
 
 
-def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient]) -> list[str]:
+def smoke(args: argparse.Namespace, where: Target, check: Smoke | None = None) -> list[str]:
+    """The smoke test of the new version on its own endpoint; raises with the problems found."""
+    from feature_specs import load_spec
+    from pipelines.rollout.smoke import smoke_test
+
+    state = Serving.from_isvc(where.get(args.model))
+    if not state.canary_running or state.challenger_uri is None:
+        raise RolloutError(f"{args.model}: no new version is deployed; `start` one first")
+    url = args.smoke_url or where.smoke_url(args.model)
+    version = uri_version(state.challenger_uri)
+    problems = (check or smoke_test)(url, load_spec(args.model), version)
+    if problems:
+        raise RolloutError(f"{args.model}: smoke test of {state.challenger_uri} at {url} failed: {'; '.join(problems)}")
+    return [f"smoke test passed: {url} answers as version {version}"]
+
+
+def waits(step: Step) -> list[str]:
+    """What a step waits for, in words (dry runs)."""
+    target, out = step.target, []
+    if step.wait_ready:
+        out.append(
+            f"wait until the stable predictor's Deployment serves {target.model_uri}, rolled out"
+            if target.standard
+            else "wait until the new revision is ready"
+        )
+    if step.wait_canary:
+        out.append(f"wait until canary {target.canary_name}'s Deployment serves {target.canary_uri}, ready")
+    if step.drain:
+        out.append("wait until no HTTPRoute weights the canary, then --drain seconds for in-flight requests")
+    return out
+
+
+def run(
+    args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient], check: Smoke | None = None
+) -> list[str]:
     """Carry out one command; returns what it did (or would do, with --dry-run)."""
     isvc = where.get(args.model)
     if args.command == "status":
         aliases = None if args.no_aliases else read_aliases(client(), args.model)
         return status_lines(args.model, isvc, aliases)
+    if args.command == "smoke":
+        return smoke(args, where, check)
 
     def plan_now(isvc: Resource) -> Plan:
         return plan_for(args, Serving.from_isvc(isvc), lambda: read_aliases(client(), args.model))
@@ -83,11 +148,15 @@ def run(args: argparse.Namespace, where: Target, client: Callable[[], MlflowClie
     out: list[str] = []
     if args.dry_run:
         out += [f"alias {a} -> {v or '(drop)'}" for a, v in plan.aliases.items() if not args.no_aliases]
+        out += ["run the smoke test on the new version's own endpoint"] if args.command == "switch" else []
         for step in plan.steps:
-            out.append(where.describe(args.model, isvc, step.target))
-            isvc = apply_merge_patch(isvc, merge_patch(isvc, step.target))
-            out += ["wait until the new revision is ready"] if step.wait_ready else []
+            if step.target != Serving.from_isvc(isvc):
+                out.append(where.describe(args.model, isvc, step.target))
+                isvc = apply_merge_patch(isvc, merge_patch(isvc, step.target))
+            out += waits(step)
         return out
+    if args.command == "switch":  # the new version must answer on its own before it takes everything
+        out += smoke(args, where, check)
     # Aliases first: every command is then safe to re-run if a patch fails.
     if plan.aliases and not args.no_aliases:
         move_aliases(client(), args.model, plan.aliases)
@@ -116,8 +185,8 @@ def apply_steps(args: argparse.Namespace, where: Target, isvc: Resource, plan: P
             isvc = where.get(args.model)  # fresh resourceVersion for the next patch
         if step.target != Serving.from_isvc(isvc):
             out.append(where.apply(args.model, isvc, step.target))
-        if step.wait_ready:
-            out.append(where.wait_ready(args.model, args.ready_timeout))
+        out += where.wait(args.model, step, args.ready_timeout)
+        out += where.drain(args.model, step, args.drain, args.ready_timeout)
     return out
 
 
