@@ -98,7 +98,7 @@ ROWS ?= 5000
 TRIGGER_METRICS_PORT ?= 8001
 
 kafka-up: $(STAMP) ## start a local Kafka 4.x broker (jars in the tools cache, data in DATA_DIR/kafka) + topics
-	bash scripts/kafka.sh up
+	$(if $(NODE_ADDRESS),KAFKA_NODE_LISTENER=$(NODE_ADDRESS):9094) bash scripts/kafka.sh up
 	$(PY) -m pipelines.streaming.topics
 
 kafka-down: ## stop the local Kafka broker (its data is kept)
@@ -161,8 +161,10 @@ image-test: $(STAMP) ## smoke-test the built IMAGE: predictors + trigger start, 
 pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this commit)
 	cd manifests/overlays/$(ENV) && $(KUSTOMIZE) edit set image ghcr.io/constructos/ml-platform=$(IMAGE)
 
-deploy: manifests-check ## apply an overlay server-side as field manager constructos-gitops (ENV=dev|staging|prod)
-	kubectl apply -k manifests/overlays/$(ENV) --server-side --field-manager=constructos-gitops
+deploy: manifests-check ## apply an overlay server-side as field manager constructos-gitops (ENV=dev|staging|prod|node)
+	$(if $(filter node,$(ENV)),bash scripts/node.sh prepare $(IMAGE) && export KUBECONFIG=$(NODE_KUBECONFIG) &&) \
+	  kubectl apply -k manifests/overlays/$(ENV) --server-side --field-manager=constructos-gitops
+	$(if $(filter node,$(ENV)),bash scripts/node.sh wait-platform)
 
 # --- a real Kubernetes API server for the cluster tests -------------------------------------
 .PHONY: cluster-up cluster-down
@@ -175,6 +177,27 @@ cluster-up: ## kube-apiserver + etcd + the KServe/Strimzi/Prometheus Operator CR
 
 cluster-down: ## stop the API server and etcd and delete their data
 	CLUSTER_DIR=$(patsubst %/,%,$(dir $(CONSTRUCTOS_KUBECONFIG))) bash scripts/cluster.sh down
+
+# --- a real single-node Kubernetes: the platform runs on it ----------------------------------
+.PHONY: node-up node-down node-image node-status
+# The host address the node's pods reach this machine's servers on (the broker, the stores);
+# kafka-up and stores-up also listen there. Empty: no route, no node.
+NODE_ADDRESS ?= $(shell bash scripts/node.sh address 2>/dev/null)
+export NODE_DIR ?= $(CONSTRUCTOS_DATA_DIR)/node
+export NODE_KUBECONFIG ?= $(NODE_DIR)/kubeconfig
+
+node-up: $(STAMP) ## a real node: containerd, the Kubernetes control plane + kubelet + kube-proxy, CoreDNS, KServe's controller (as root; builds once: ~30 min cold, ~2 min warm)
+	bash scripts/node.sh up
+
+node-down: ## stop the node's processes and pods, put back the host's iptables, bridge and sysctls
+	bash scripts/node.sh down
+
+node-status: ## exit 0 when the node is Ready
+	bash scripts/node.sh status
+
+node-image: ## build the platform image (make image) and import it into the node's containerd
+	$(MAKE) --no-print-directory image
+	bash scripts/node.sh import $(IMAGE)
 
 print-%: # the value of a make variable (tests ask for the pinned tools' paths)
 	@echo $($*)
@@ -189,7 +212,7 @@ export CONSTRUCTOS_STORES_ENV ?= $(STORES_HOME)/stores.env
 STORES_ENV = set -a && . $(CONSTRUCTOS_STORES_ENV) && set +a
 
 stores-up: $(STAMP) ## start PostgreSQL, an S3 server (versitygw, built once into the tools cache) and MLflow on both
-	bash scripts/stores.sh up
+	NODE_ADDRESS=$(NODE_ADDRESS) bash scripts/stores.sh up
 
 stores-down: ## stop the stores of stores-up (their data is kept in STORES_HOME)
 	bash scripts/stores.sh down

@@ -177,7 +177,7 @@ def serve(
 
     repository = ModelRepository()
     _register(models, repository)
-    if not any(m.ready for m in models):  # KServe will not start empty; let the platform restart us
+    if not any(m.ready for m in models) and not (settings.start_not_ready and settings.load_retry_seconds > 0):
         raise SystemExit(f"no model could be loaded: {', '.join(m.name for m in models)} (see the errors above)")
     server = PlatformServer(registered_models=repository, enable_grpc=False, **server_options)
     admin = Admin(models, _token(settings))
@@ -193,7 +193,9 @@ def serve(
     # passes, which otherwise walk ~300k objects (~200 ms) every few thousand requests: the p99.
     gc.collect()
     gc.freeze()
-    server.start(list(models))
+    # KServe starts only the models handed here and refuses an empty server with a non-empty list;
+    # the others are in the repository already and turn ready when _keep_loading loads them.
+    server.start([m for m in models if m.ready])
 
 
 def _token(settings: ServingSettings) -> str | None:

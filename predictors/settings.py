@@ -24,6 +24,11 @@ class ServingSettings(KafkaSettings, StoreSettings):
     load_retry_seconds: float = Field(default=30.0, ge=0)
     """A model that cannot load is retried this often while the others serve (0: never)."""
 
+    start_not_ready: bool = False
+    """Start even when no model could be loaded: the server answers, each model stays not ready
+    (readiness 503, the reason in the log at every retry) until it loads. For Kubernetes: a pod
+    NotReady with the reason, instead of a crash loop whose back-off delays the first load."""
+
     max_batch: int | None = Field(default=None, gt=0)
     """Largest batch (rows) one request may carry; default: the spec's ``max_batch``."""
 

@@ -7,11 +7,11 @@
 #   scripts/cluster.sh up       build kube-apiserver if needed, start etcd + kube-apiserver, install the CRDs
 #   scripts/cluster.sh down     stop both and delete their files (the next `up` starts empty)
 #   scripts/cluster.sh status   exit 0 when the API server answers
-#   scripts/cluster.sh build    only build kube-apiserver into the tools cache
+#   scripts/cluster.sh build    only build the Kubernetes binaries into the tools cache (scripts/node-build.sh)
 #
 # Environment:
 #   KUBE_VERSION        Kubernetes release of kube-apiserver (default v1.31.4)
-#   KUBE_APISERVER      the binary (default $CONSTRUCTOS_TOOLS_CACHE/kube-apiserver-<version>/kube-apiserver)
+#   KUBE_APISERVER      the binary (default $CONSTRUCTOS_TOOLS_CACHE/kubernetes-<version>/kube-apiserver)
 #   ETCD                the etcd binary (default: etcd on PATH; Debian/Ubuntu: apt-get install etcd-server)
 #   CLUSTER_DIR         certificates, tokens, data, logs and the kubeconfig (default $CONSTRUCTOS_DATA_DIR/cluster)
 #   CLUSTER_PORT        the API server's port (default: a free port)
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KUBE_VERSION="${KUBE_VERSION:-v1.31.4}"
 CACHE="${CONSTRUCTOS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/constructos}"
-BIN_DIR="$CACHE/kube-apiserver-$KUBE_VERSION"
+BIN_DIR="$CACHE/kubernetes-$KUBE_VERSION"
 KUBE_APISERVER="${KUBE_APISERVER:-$BIN_DIR/kube-apiserver}"
 DIR="${CLUSTER_DIR:-${CONSTRUCTOS_DATA_DIR:-$ROOT/data}/cluster}"
 TIMEOUT="${CLUSTER_START_TIMEOUT:-120}"
@@ -32,48 +32,16 @@ die() { echo "cluster: $*" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-version_flags() {  # what `kubectl version` shows as the server's version
-  local v=k8s.io/component-base/version minor="${KUBE_VERSION#v1.}"
-  echo "-X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=${minor%%.*} -X $v.gitTreeState=clean"
-}
-
-build() {
-  if [[ -x "$KUBE_APISERVER" ]]; then return; fi
-  command -v go >/dev/null || die "Go is needed once to build kube-apiserver into $BIN_DIR and was not found on PATH."
-  echo "cluster: building kube-apiserver $KUBE_VERSION into $BIN_DIR (a few minutes, once)"
-  local src="$BIN_DIR/src" gomod staged
-  mkdir -p "$src"
-  # The module zip of k8s.io/kubernetes has no staging/ folder: replace each staged module
-  # (the `=> ./staging/...` lines of its go.mod) with its published k8s.io/* version.
-  gomod="$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
-    sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
-  [[ -f "$gomod" ]] || die "could not download k8s.io/kubernetes@$KUBE_VERSION from the Go module proxy."
-  staged="$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")"
-  {
-    echo "module kubeapiserverbuild"
-    echo "go 1.22"
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    for name in $staged; do echo "replace $name => $name v0${KUBE_VERSION#v1}"; done
-  } >"$src/go.mod"
-  (cd "$src" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" &&
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s $(version_flags)" -o "$KUBE_APISERVER.partial" k8s.io/kubernetes/cmd/kube-apiserver) ||
-    die "building kube-apiserver failed."
-  mv "$KUBE_APISERVER.partial" "$KUBE_APISERVER"
-  echo "cluster: built $KUBE_APISERVER"
+build() {  # kube-apiserver and kubectl come from the one Kubernetes build of the node (scripts/node-build.sh)
+  [[ -x "$KUBE_APISERVER" ]] || bash "$ROOT/scripts/node-build.sh" kubernetes
 }
 
 
 need() { command -v "$1" >/dev/null || die "$1 is needed and was not found on PATH ($2)."; }
 
-kubectl_bin() {  # kubectl on PATH, else built once from the same Kubernetes release
+kubectl_bin() {  # kubectl on PATH, else the one built with kube-apiserver
   if command -v kubectl >/dev/null; then command -v kubectl; return; fi
-  if [[ ! -x "$BIN_DIR/kubectl" ]]; then
-    build >&2
-    echo "cluster: building kubectl $KUBE_VERSION into $BIN_DIR" >&2
-    (cd "$BIN_DIR/src" && go get "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2 &&
-      CGO_ENABLED=0 go build -trimpath -ldflags="-s $(version_flags)" -o "$BIN_DIR/kubectl" k8s.io/kubernetes/cmd/kubectl >&2) ||
-      die "building kubectl failed."
-  fi
+  build >&2
   echo "$BIN_DIR/kubectl"
 }
 

@@ -15,6 +15,8 @@
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
 #   KAFKA_SASL_PORT        also listen there with SASL_PLAINTEXT/PLAIN (to try client credentials) ...
 #   KAFKA_SASL_USERS       ... for these users: "name:password[,name:password]"
+#   KAFKA_NODE_LISTENER    also listen (PLAINTEXT) on this host:port, advertised as itself: the
+#                          listener the pods of the node (scripts/node.sh) reach the broker on
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +67,7 @@ configure() {
     sasl="sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;"
   fi
+  [[ -n "${KAFKA_NODE_LISTENER:-}" ]] && listeners="$listeners,NODE://$KAFKA_NODE_LISTENER"
   cat >"$HOME_DIR/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
@@ -73,7 +76,7 @@ listeners=$listeners,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,NODE:PLAINTEXT,CONTROLLER:PLAINTEXT
 $sasl
 log.dirs=$HOME_DIR/data
 num.partitions=3

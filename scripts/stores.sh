@@ -21,6 +21,9 @@
 #   STORES_BUCKET       bucket created for artifacts and the landing store (default constructos)
 #   VERSITYGW_BIN       versitygw binary (default $CONSTRUCTOS_TOOLS_CACHE/versitygw-<version>/versitygw)
 #   PYTHON              the project's Python (default .venv/bin/python): bucket, migrations, MLflow
+#   NODE_ADDRESS        also serve the pods of the node (scripts/node.sh) on this host address:
+#                       PostgreSQL listens there too and admits NODE_PODS_CIDR (default 10.244.0.0/16)
+#                       with a password; the S3 server listens on every address (it takes only one)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +39,7 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 ENV_FILE="$HOME_DIR/stores.env"
 PG_DATA="$HOME_DIR/postgres"
 TIMEOUT="${STORES_START_TIMEOUT:-300}"
+NODE_PODS_CIDR="${NODE_PODS_CIDR:-10.244.0.0/16}"
 
 die() { echo "stores: $*" >&2; exit 1; }
 log() { echo "stores: $*"; }
@@ -138,10 +142,14 @@ start_postgres() {
     rm -f "$PG_DATA.pwinit"
   fi
   as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1 && return
+  # the pods of the node (scripts/node.sh) connect from their own network, with a password
+  if [[ -n "${NODE_ADDRESS:-}" ]] && ! grep -q "$NODE_PODS_CIDR" "$PG_DATA/pg_hba.conf"; then
+    echo "host all all $NODE_PODS_CIDR scram-sha-256" | as_pg tee -a "$PG_DATA/pg_hba.conf" >/dev/null
+  fi
   touch "$PG_DATA.log"
   if [[ "$(id -u)" == 0 ]]; then chown postgres: "$PG_DATA.log"; fi
   as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DATA.log" -w -t "$TIMEOUT" \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DATA" start >/dev/null \
+    -o "-c listen_addresses=127.0.0.1${NODE_ADDRESS:+,$NODE_ADDRESS} -p $PG_PORT -k $PG_DATA" start >/dev/null \
     || { tail -20 "$PG_DATA.log" >&2; die "PostgreSQL did not start (log: $PG_DATA.log)"; }
   PGPASSWORD="$PG_PASSWORD" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U constructos -d postgres -qtAc \
     "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
@@ -164,7 +172,7 @@ start_s3() {
   # credentials through the environment, never on the command line; metadata (ETags, ...) in a
   # sidecar folder, so the data folder needs no extended attributes
   setsid env ROOT_ACCESS_KEY_ID="$S3_ACCESS" ROOT_SECRET_ACCESS_KEY="$S3_SECRET" \
-    "$VGW" --port "127.0.0.1:$S3_PORT" --health /health --quiet \
+    "$VGW" --port "${NODE_ADDRESS:+0.0.0.0}${NODE_ADDRESS:-127.0.0.1}:$S3_PORT" --health /health --quiet \
     posix --sidecar "$HOME_DIR/s3/meta" "$HOME_DIR/s3/data" </dev/null >"$HOME_DIR/s3.log" 2>&1 &
   echo $! >"$pid"
   wait_port "S3 server" "$S3_PORT" "$pid" "$HOME_DIR/s3.log"

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.stores",  # PostgreSQL + S3 + MLflow of `make stores-up`: stores, private_stores
     "tests.oip_server",  # a real ModelServer for the OIP client and schema tests
     "tests.kube_cluster",  # the real API server of `make cluster-up`: kube
+    "tests.kube_node",  # the real node of `make node-up` and the platform on it: node, platform
 ]
 
 # Hermetic: a test that forgets to choose its own data folder writes to scratch space, and the

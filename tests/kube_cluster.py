@@ -101,7 +101,7 @@ def api_server_answers(kubeconfig: Path, kubectl: str) -> str | None:
 def kube() -> Kube:
     kubectl = shutil.which("kubectl") or str(
         Path(os.environ.get("CONSTRUCTOS_TOOLS_CACHE", Path.home() / ".cache" / "constructos"))
-        / f"kube-apiserver-{os.environ.get('KUBE_VERSION', 'v1.31.4')}"
+        / f"kubernetes-{os.environ.get('KUBE_VERSION', 'v1.31.4')}"
         / "kubectl"
     )
     if not Path(kubectl).is_file():
