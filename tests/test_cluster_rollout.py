@@ -6,7 +6,12 @@ and the deploy step's apply path."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
 import shutil
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +279,422 @@ def test_the_deploy_step_pins_a_first_champion_and_starts_a_canary(
     artifact = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
     assert artifact["spec"]["predictor"]["containers"][0]["image"] == image  # a tagged image, not the bare name
     assert managers(cluster)["constructos-rollout"] == "Update"
+
+
+# --- Standard mode (spec.canary) and blue-green -------------------------------------------------
+
+
+class StandardStandIn:
+    """KServe v0.20.0's Standard-mode reconciler, played on the real API server (no controllers):
+
+    * ``spec.predictor`` -> Deployment ``<isvc>-predictor``; each ``spec.canary`` entry -> Deployment
+      ``<isvc>-<name>-predictor`` running the entry's containers (``minReplicas`` or its share of
+      the stable's), orphans deleted (``reconcileCanaryDeployments``);
+    * a changed pod template rolls: the old pods keep serving until the new ones are ready (KServe's
+      RollingUpdate, ``maxUnavailable: 0``) — at once, or when the test calls ``make_ready()``;
+      a Deployment in ``failing`` never gets a ready pod (its pod fails the readiness probe);
+    * Deployment status and ``status.canaryStatuses`` (ready = an available replica) are written
+      as the controllers would;
+    * the gateway's split is the HTTPRoute of kserve#5912 *without* the readiness gate of #5984:
+      every canary gets its ``trafficPercent`` whether ready or not, the stable the rest. So a
+      share given to a canary with no ready pod shows up as ``UNREADY`` (failed requests): the
+      rollout has to keep it at 0% by itself.
+
+    ``history`` keeps each split (model URI -> percent) the thread saw."""
+
+    def __init__(self, api: Any, namespace: str, name: str, *, failing: frozenset[str] = frozenset()) -> None:
+        from kubernetes import client
+
+        self.api, self.namespace, self.name = api, namespace, name
+        self.apps = client.AppsV1Api(api.api_client)
+        self.core = client.CoreV1Api(api.api_client)
+        self.ready_at_once = True
+        self.failing = set(failing)
+        self.serving: dict[str, str | None] = {}  # Deployment -> URI its ready pods serve
+        self.history: list[dict[str, int]] = []
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> StandardStandIn:
+        self.reconcile()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.reconcile()
+            except Exception as e:  # surfaced by __exit__: a dead stand-in must fail the test
+                self.error = e
+                return
+
+    def make_ready(self) -> None:
+        with self._lock:
+            self.ready_at_once = True
+        self.reconcile()
+
+    def deployments(self) -> dict[str, Any]:
+        found = self.apps.list_namespaced_deployment(self.namespace, label_selector=f"isvc={self.name}")
+        return {d.metadata.name: d for d in found.items}
+
+    def _deployment(self, name: str, uri: str, replicas: int, existing: Any) -> None:
+        labels = {"app": f"isvc.{name}", "isvc": self.name}
+        container = {"name": "kserve-container", "image": "platform:test", "args": [f"--model_uri={uri}"]}
+        spec = {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": f"isvc.{name}"}},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        }
+        if existing is None:
+            body = {"metadata": {"name": name, "labels": labels}, "spec": spec}
+            self.apps.create_namespaced_deployment(self.namespace, body)
+            self.serving[name] = None
+        elif existing.spec.template.spec.containers[0].args != container["args"] or existing.spec.replicas != replicas:
+            self.apps.patch_namespaced_deployment(name, self.namespace, {"spec": spec})
+
+    def _status(self, name: str, uri: str) -> None:
+        dep = self.apps.read_namespaced_deployment(name, self.namespace)
+        wanted = dep.spec.replicas
+        if name not in self.failing and self.ready_at_once:
+            self.serving[name] = uri
+        rolled = self.serving.get(name) == uri
+        available = wanted if self.serving.get(name) else 0
+        status = {
+            "observedGeneration": dep.metadata.generation,
+            "replicas": wanted if rolled or not available else wanted + 1,  # + the surge pod of a roll
+            "updatedReplicas": wanted if rolled else 1,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "conditions": [{"type": "Available", "status": "True" if available else "False", "reason": "x"}],
+        }
+        self.apps.patch_namespaced_deployment_status(name, self.namespace, {"status": status})
+        if name in self.failing:  # its pod runs, its readiness probe fails
+            self._pod(name)
+
+    def _pod(self, deployment: str) -> None:
+        pod = f"{deployment}-0"
+        try:
+            self.core.read_namespaced_pod(pod, self.namespace)
+        except Exception:
+            with contextlib.suppress(Exception):  # no service-account controller here
+                self.core.create_namespaced_service_account(self.namespace, {"metadata": {"name": "default"}})
+            body = {
+                "metadata": {"name": pod, "labels": {"app": f"isvc.{deployment}"}},
+                "spec": {"containers": [{"name": "kserve-container", "image": "platform:test"}]},
+            }
+            self.core.create_namespaced_pod(self.namespace, body)
+            running = {"name": "kserve-container", "ready": False, "restartCount": 0, "image": "platform:test"}
+            running |= {"imageID": "", "state": {"running": {"startedAt": "2026-12-03T00:00:00Z"}}}
+            self.core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"containerStatuses": [running]}})
+
+    def reconcile(self) -> dict[str, int]:
+        with self._lock:
+            isvc = self.api.get_namespaced_custom_object(ro.GROUP, ro.VERSION, self.namespace, ro.PLURAL, self.name)
+            predictor = isvc["spec"]["predictor"]
+            stable_min = int(predictor.get("minReplicas", 1))
+            wanted: dict[str, tuple[str, int, int]] = {}  # Deployment -> (URI, replicas, weight)
+            canaries = isvc["spec"].get("canary") or []
+            for entry in canaries:
+                canary = entry["predictor"]
+                uri = ro.model_uri_of((canary.get("containers") or predictor["containers"])[0])
+                replicas = canary.get("minReplicas") or math.ceil(stable_min * entry["trafficPercent"] / 100)
+                wanted[ro.predictor_service(self.name, canary["name"])] = (uri, replicas, entry["trafficPercent"])
+            taken = sum(r for _, r, _ in wanted.values())
+            stable_weight = 100 - sum(w for _, _, w in wanted.values())
+            stable = ro.predictor_service(self.name, predictor.get("name"))
+            wanted[stable] = (ro.model_uri_of(predictor["containers"][0]), max(stable_min - taken, 1), stable_weight)
+            existing = self.deployments()
+            for name, (uri, replicas, _) in wanted.items():
+                self._deployment(name, uri, replicas, existing.get(name))
+                self._status(name, uri)
+            for name in set(existing) - set(wanted):  # orphan cleanup
+                self.apps.delete_namespaced_deployment(name, self.namespace)
+                self.serving.pop(name, None)
+            statuses = [
+                {"name": e["predictor"]["name"], "ready": bool(self.serving.get(n)), "trafficPercent": w}
+                for e, (n, (_, _, w)) in zip(canaries, list(wanted.items())[:-1], strict=True)
+            ]
+            status = {"canaryStatuses": statuses} if statuses else {"canaryStatuses": None}
+            if {k: isvc.get("status", {}).get(k) for k in status} != status:
+                self.api.patch_namespaced_custom_object_status(
+                    ro.GROUP, ro.VERSION, self.namespace, ro.PLURAL, self.name, {"status": status}
+                )
+            split: Counter[str] = Counter()
+            for name, (_, _, weight) in wanted.items():
+                if weight:
+                    split[self.serving.get(name) or "UNREADY"] += weight
+            shares = {uri: p for uri, p in split.items() if p}
+            if not self.history or self.history[-1] != shares:
+                self.history.append(shares)
+            return shares
+
+
+def standard_isvc(namespace: str) -> dict[str, Any]:
+    """staging's credit-risk in Standard mode on two fixed replicas (as the node overlay has it)."""
+    isvc = staging_isvc(namespace)
+    isvc["metadata"]["annotations"][ro.MODE_ANNOTATION] = "Standard"
+    isvc["spec"]["predictor"] |= {"minReplicas": 2, "maxReplicas": 2}
+    for key in ("scaleMetric", "scaleTarget"):
+        isvc["spec"]["predictor"].pop(key, None)
+    return isvc
+
+
+@pytest.fixture
+def standard_live(kube: Kube, kustomize: str) -> tuple[str, targets.Cluster]:
+    namespace = kube.namespace("rollout-std")
+    gitops_apply(kube, standard_isvc(namespace))
+    return namespace, targets.Cluster(namespace, kube.admin)
+
+
+def std(cluster: targets.Cluster, *argv: str, timeout: float = 20, check: Any = None) -> list[str]:
+    args = cli.parse_args(
+        [*argv, "--namespace", cluster.namespace, "--no-aliases", "--ready-timeout", str(timeout), "--drain", "0"]
+    )
+    return cli.run(args, cluster, lambda: None, check)
+
+
+def never_unready(history: list[dict[str, int]]) -> bool:
+    return all("UNREADY" not in split for split in history)
+
+
+def test_standard_canary_ladder_and_promote_route_only_to_ready_predictors(
+    standard_live: tuple[str, targets.Cluster],
+) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+        assert kserve.reconcile() == {V1: 100}
+        out = std(cluster, "start", "credit_risk", "--version", "2")
+        assert any("canary v2 serves models:/credit_risk/2, every replica ready" in line for line in out)
+        state = serving(cluster)
+        assert (state.model_uri, state.canary_uri, state.canary_name, state.canary_percent) == (V1, V2, "v2", 10)
+        assert kserve.reconcile() == {V1: 90, V2: 10}
+        assert "credit-risk-v2-predictor" in kserve.deployments()
+        std(cluster, "step", "credit_risk", "--percent", "50")
+        assert kserve.reconcile() == {V1: 50, V2: 50}
+        out = std(cluster, "promote", "credit_risk")
+        assert any("stable predictor serves models:/credit_risk/2" in line for line in out)
+        assert serving(cluster) == ro.Serving(V2, mode="Standard")
+        assert kserve.reconcile() == {V2: 100}
+        assert set(kserve.deployments()) == {"credit-risk-predictor"}  # KServe deleted the canary's
+    assert never_unready(kserve.history), kserve.history
+    assert kserve.history[:3] == [{V1: 100}, {V1: 90, V2: 10}, {V1: 50, V2: 50}]
+    assert kserve.history[-1] == {V2: 100}
+
+
+def test_a_standard_canary_that_never_gets_ready_never_gets_traffic(
+    standard_live: tuple[str, targets.Cluster],
+) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(
+        cluster.api, namespace, "credit-risk", failing=frozenset({"credit-risk-v2-predictor"})
+    ) as kserve:
+        with pytest.raises(ro.RolloutError) as stopped:
+            std(cluster, "start", "credit_risk", "--version", "2", "--percent", "30", timeout=2)
+        reason = str(stopped.value)
+        assert "canary v2 (models:/credit_risk/2) is not ready after 2s" in reason
+        assert "0/1 replicas available" in reason and "readiness probe failing" in reason
+        assert "It gets no more traffic (0%)" in reason
+        assert serving(cluster).canary_percent == 0
+        std(cluster, "rollback", "credit_risk")
+        assert serving(cluster) == ro.Serving(V1, mode="Standard")
+        assert kserve.reconcile() == {V1: 100}
+    assert all(split == {V1: 100} for split in kserve.history), kserve.history
+
+
+def test_standard_auto_rolls_back_a_canary_that_never_gets_ready(standard_live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = standard_live
+    args = cli.parse_args(
+        [
+            *("auto", "credit_risk", "--namespace", namespace, "--no-aliases", "--version", "2"),
+            *("--interval", "0", "--ready-timeout", "2", "--drain", "0"),
+        ]
+    )
+    said: list[str] = []
+    with StandardStandIn(
+        cluster.api, namespace, "credit-risk", failing=frozenset({"credit-risk-v2-predictor"})
+    ) as kserve:
+        outcome = cli.auto(args, cluster, lambda: None, said.append, lambda: pytest.fail("analysed"), lambda s: None)
+    assert outcome == "rollback"
+    assert any(line.startswith("stopped before any traffic reached the new version") for line in said)
+    assert serving(cluster) == ro.Serving(V1, mode="Standard")
+    assert all(split == {V1: 100} for split in kserve.history), kserve.history
+
+
+def test_standard_promote_waits_until_the_stable_has_rolled_out(standard_live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+        std(cluster, "start", "credit_risk", "--version", "2", "--percent", "25")
+        kserve.ready_at_once = False  # the stable's new pods take their time
+        with pytest.raises(ro.RolloutError, match="the stable predictor does not serve models:/credit_risk/2 after 1s"):
+            std(cluster, "promote", "credit_risk", timeout=1)
+        state = serving(cluster)  # switched, still rolling: the old pods serve, the canary keeps its share
+        assert (state.model_uri, state.canary_percent) == (V2, 25)
+        assert kserve.reconcile() == {V1: 75, V2: 25}
+        kserve.make_ready()
+        std(cluster, "promote", "credit_risk")  # re-run: waits for it, drains, removes
+        assert serving(cluster) == ro.Serving(V2, mode="Standard")
+        assert kserve.reconcile() == {V2: 100}
+    assert never_unready(kserve.history), kserve.history
+    assert kserve.history == [{V1: 100}, {V1: 75, V2: 25}, {V2: 100}]
+
+
+def test_standard_rollback_takes_the_share_away_before_removing_the_canary(
+    standard_live: tuple[str, targets.Cluster],
+) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+        std(cluster, "start", "credit_risk", "--version", "2", "--percent", "30")
+        assert kserve.reconcile() == {V1: 70, V2: 30}
+        std(cluster, "rollback", "credit_risk")
+        assert serving(cluster) == ro.Serving(V1, mode="Standard")
+        assert kserve.reconcile() == {V1: 100}
+        assert set(kserve.deployments()) == {"credit-risk-predictor"}
+    assert kserve.history == [{V1: 100}, {V1: 70, V2: 30}, {V1: 100}]
+
+
+class SmokeServer:
+    """A V2 endpoint on loopback answering as ``version`` (the new version's own Service)."""
+
+    def __init__(self, version: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._send(200 if self.path == "/v2/models/credit_risk/ready" else 404, {})
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(request)
+                rows = request["inputs"][0]["shape"][0]
+                outputs = [{"name": "probability", "data": [0.2] * rows}, {"name": "label", "data": [False] * rows}]
+                self._send(200, {"model_name": "credit_risk", "model_version": outer.version, "outputs": outputs})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.version = version
+        self.requests: list[Any] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_blue_green_deploys_at_zero_switches_after_the_smoke_test_and_switches_back(
+    standard_live: tuple[str, targets.Cluster],
+) -> None:
+    namespace, cluster = standard_live
+    green = SmokeServer("2")
+    try:
+        with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+            std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
+            state = serving(cluster)
+            assert (state.canary_percent, state.canary_replicas, state.strategy) == (0, 2, "blue-green")
+            assert kserve.reconcile() == {V1: 100}  # deployed, full-sized, no traffic
+            assert kserve.deployments()["credit-risk-v2-predictor"].spec.replicas == 2
+            with pytest.raises(ro.RolloutError, match="`switch`"):
+                std(cluster, "step", "credit_risk", "--percent", "50")
+            out = std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
+            assert out[0] == f"smoke test passed: {green.url} answers as version 2"
+            assert len(green.requests) == 1
+            assert kserve.reconcile() == {V2: 100}  # at once
+            std(cluster, "rollback", "credit_risk")  # back to blue, still running
+            assert kserve.reconcile() == {V1: 100}
+            assert serving(cluster) == ro.Serving(V1, mode="Standard")
+
+            std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
+            std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
+            std(cluster, "promote", "credit_risk")  # blue retired: the stable runs green's version
+            assert serving(cluster) == ro.Serving(V2, mode="Standard")
+            assert kserve.reconcile() == {V2: 100}
+            assert set(kserve.deployments()) == {"credit-risk-predictor"}
+    finally:
+        green.close()
+    assert never_unready(kserve.history), kserve.history
+    assert kserve.history == [{V1: 100}, {V2: 100}, {V1: 100}, {V2: 100}]
+
+
+def test_a_failed_smoke_test_switches_nothing(standard_live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = standard_live
+    wrong = SmokeServer("7")  # answers, but as another version
+    try:
+        with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+            std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
+            with pytest.raises(ro.RolloutError, match=r"smoke test of models:/credit_risk/2 .* failed: answer is from"):
+                std(cluster, "switch", "credit_risk", "--smoke-url", wrong.url)
+            assert serving(cluster).canary_percent == 0
+            with pytest.raises(ro.RolloutError, match="ConnectError"):
+                std(cluster, "smoke", "credit_risk", "--smoke-url", "http://127.0.0.1:9")
+    finally:
+        wrong.close()
+    assert all(split == {V1: 100} for split in kserve.history)
+
+
+def test_the_smoke_url_is_the_new_versions_own_service(kube: Kube, standard_live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk"):
+        std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "credit-risk-v2-predictor", "namespace": namespace},
+        "spec": {"selector": {"app": "isvc.credit-risk-v2-predictor"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(service))
+    ip = kube.get("service", "-n", namespace, "credit-risk-v2-predictor")["spec"]["clusterIP"]
+    assert cluster.smoke_url("credit_risk") == f"http://{ip}:80"
+
+
+def test_gitops_apply_keeps_a_running_standard_canary(kube: Kube, standard_live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+        std(cluster, "start", "credit_risk", "--version", "2")
+        isvc = standard_isvc(namespace)
+        isvc["spec"]["predictor"]["timeout"] = 45  # a GitOps change elsewhere
+        gitops_apply(kube, isvc)  # spec.canary is the rollout's field: the apply leaves it alone
+        assert serving(cluster).canary_percent == 10
+        assert cluster.get("credit_risk")["spec"]["predictor"]["timeout"] == 45
+        assert kserve.reconcile() == {V1: 90, V2: 10}
+    owners = {m["manager"]: m.get("fieldsV1", {}) for m in cluster.get("credit_risk")["metadata"]["managedFields"]}
+    assert "f:canary" in owners["constructos-rollout"]["f:spec"]
+    assert "f:canary" not in owners["constructos-gitops"]["f:spec"]
+
+
+def test_knative_blue_green_is_a_zero_then_hundred_canary(live: tuple[str, targets.Cluster]) -> None:
+    namespace, cluster = live
+    green = SmokeServer("2")
+    try:
+        with KServeStandIn(cluster.api, namespace, "credit-risk") as kserve:
+            out = std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
+            assert any("is ready" in line for line in out)  # the 0% revision, waited for
+            assert serving(cluster) == ro.Serving(V2, 0, V1, 10, strategy="blue-green")
+            assert settle(kserve) == {V1: 100}
+            std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
+            assert settle(kserve) == {V2: 100}
+            std(cluster, "rollback", "credit_risk")
+            assert serving(cluster) == ro.Serving(V1, None, None, 10)
+            assert settle(kserve) == {V1: 100}
+    finally:
+        green.close()
+    assert kserve.history == [{V1: 100}, {V2: 100}, {V1: 100}]
