@@ -165,14 +165,15 @@ stop_postgres() {
 
 # --- S3 (versitygw over a folder) ----------------------------------------------------------
 start_s3() {
-  local pid="$HOME_DIR/s3.pid"
+  local pid="$HOME_DIR/s3.pid" S3_LISTEN=127.0.0.1
+  [[ -n "${NODE_ADDRESS:-}" ]] && S3_LISTEN=0.0.0.0  # the node's pods too (one address only)
   if kill -0 "$(cat "$pid" 2>/dev/null)" 2>/dev/null; then return; fi
   build
   mkdir -p "$HOME_DIR/s3/data" "$HOME_DIR/s3/meta"
   # credentials through the environment, never on the command line; metadata (ETags, ...) in a
   # sidecar folder, so the data folder needs no extended attributes
   setsid env ROOT_ACCESS_KEY_ID="$S3_ACCESS" ROOT_SECRET_ACCESS_KEY="$S3_SECRET" \
-    "$VGW" --port "${NODE_ADDRESS:+0.0.0.0}${NODE_ADDRESS:-127.0.0.1}:$S3_PORT" --health /health --quiet \
+    "$VGW" --port "$S3_LISTEN:$S3_PORT" --health /health --quiet \
     posix --sidecar "$HOME_DIR/s3/meta" "$HOME_DIR/s3/data" </dev/null >"$HOME_DIR/s3.log" 2>&1 &
   echo $! >"$pid"
   wait_port "S3 server" "$S3_PORT" "$pid" "$HOME_DIR/s3.log"
