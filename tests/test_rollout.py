@@ -628,3 +628,62 @@ def test_cli_status_and_dry_run_offline(overlay: Path, registry: Any, capsys: py
     assert (overlay / "rollout" / "credit_risk.yaml").read_text() == before
     assert cli.main(["promote", "credit_risk", "--overlay", str(overlay), "--tracking-uri", uri]) == 2
     assert "no canary is running" in capsys.readouterr().err
+
+
+STANDARD_PATCH = """\
+- op: replace
+  path: /metadata/annotations/serving.kserve.io~1deploymentMode
+  value: Standard
+- op: add
+  path: /spec/predictor/minReplicas
+  value: 2
+- op: remove
+  path: /spec/predictor/scaleMetric
+- op: remove
+  path: /spec/predictor/scaleTarget
+"""
+
+
+@pytest.fixture
+def standard_overlay(overlay: Path) -> Path:
+    """staging's copy in Standard mode on two replicas (what the node overlay does to the base)."""
+    (overlay / "standard.yaml").write_text(STANDARD_PATCH)
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["patches"].append({"path": "standard.yaml", "target": {"kind": "InferenceService"}})
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return overlay
+
+
+@pytest.mark.integration
+def test_gitops_standard_canary_is_one_commit_per_safe_step(standard_overlay: Path, registry: Any) -> None:
+    overlay = standard_overlay
+    out = gitops("start", overlay, registry, "--version", "2", "--percent", "25")
+    assert "one step of start: apply this, then run `start` again" in out
+    assert "once the cluster reports the canary ready, commit and run the command again" in out
+    dark = ro.Serving.from_isvc(rendered(overlay))
+    assert (dark.model_uri, dark.canary_uri, dark.canary_percent, dark.canary_replicas) == (
+        "models:/credit_risk/1",
+        "models:/credit_risk/2",
+        0,
+        1,
+    )
+    assert mc.check(mc.build(overlay))[0] == []  # schema (KServe v0.20.0) and lint accept spec.canary
+    assert aliases(registry) == {"champion": "1", "challenger": "2"}
+
+    gitops("start", overlay, registry, "--version", "2", "--percent", "25")  # once ready: the share
+    assert ro.Serving.from_isvc(rendered(overlay)).canary_percent == 25
+
+    gitops("promote", overlay, registry)  # 1: the stable predictor takes the new version
+    switched = ro.Serving.from_isvc(rendered(overlay))
+    assert (switched.model_uri, switched.canary_percent) == ("models:/credit_risk/2", 25)
+    gitops("promote", overlay, registry)  # 2: the canary's share to 0 (drains)
+    assert ro.Serving.from_isvc(rendered(overlay)).canary_percent == 0
+    gitops("promote", overlay, registry)  # 3: the entry goes
+    done = rendered(overlay)
+    assert "canary" not in done["spec"]
+    assert ro.Serving.from_isvc(done) == ro.Serving("models:/credit_risk/2", mode="Standard")
+    assert aliases(registry) == {"champion": "2", "challenger": None}
+    ops = yaml.safe_load((overlay / "rollout" / "credit_risk.yaml").read_text())
+    assert ops == [
+        {"op": "add", "path": "/spec/predictor/containers/0/args", "value": ["--model_uri=models:/credit_risk/2"]}
+    ]
