@@ -106,6 +106,15 @@ def test_failures_count_up_to_the_limit_and_inconclusive_holds() -> None:
     assert (step.action, failures) == ("rollback", 2)
 
 
+def test_blue_green_is_a_one_rung_ladder_judged_by_the_same_gates() -> None:
+    """After ``switch`` the new version has all traffic: healthy -> promote, failed -> rollback
+    (``rollout auto --strategy blue-green`` climbs the ladder (100,))."""
+    assert next_step(100, PROMOTE, 0, 2, ladder=(100,))[0].action == "promote"
+    assert next_step(100, WAIT, 0, 2, ladder=(100,))[0].action == "hold"
+    assert next_step(100, ROLLBACK, 1, 2, ladder=(100,))[0].action == "rollback"
+    assert analyze(SPEC, evidence(challenger={"p99_s": 0.030})).decision == "rollback"
+
+
 def test_ladders_are_checked() -> None:
     assert parse_ladder("10, 25,50,100") == (10, 25, 50, 100)
     for bad in ("", "50,25", "0,50", "10,10", "10,120"):

@@ -698,3 +698,42 @@ def test_knative_blue_green_is_a_zero_then_hundred_canary(live: tuple[str, targe
     finally:
         green.close()
     assert kserve.history == [{V1: 100}, {V2: 100}, {V1: 100}]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "outcome", "splits"),
+    [
+        ({}, "promote", [{V1: 100}, {V2: 100}]),
+        ({"error_rate": 0.05}, "rollback", [{V1: 100}, {V2: 100}, {V1: 100}]),
+    ],
+)
+def test_blue_green_auto_is_decided_by_the_same_gates_as_a_canary(
+    standard_live: tuple[str, targets.Cluster], challenger: dict[str, Any], outcome: str, splits: list[Any]
+) -> None:
+    from feature_specs import load_spec
+    from pipelines.rollout.canary import Evidence, Side, analyze
+
+    namespace, cluster = standard_live
+    green = SmokeServer("2")
+    argv = ["auto", "credit_risk", "--namespace", namespace, "--no-aliases", "--version", "2"]
+    argv += ["--strategy", "blue-green", "--interval", "0", "--failure-limit", "1", "--drain", "0"]
+    args = cli.parse_args([*argv, "--smoke-url", green.url])
+    champion = Side("1", 1000, error_rate=0.001, p99_s=0.010, live=0.80, labels=500)
+    evidence = Evidence(champion, Side(**{**vars(champion), "version": "2", "rows": 400, **challenger}), 0.02)
+    seen: list[dict[str, int]] = []
+    said: list[str] = []
+    try:
+        with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+
+            def analyse() -> Any:
+                seen.append(kserve.reconcile())
+                return analyze(load_spec("credit_risk"), evidence)
+
+            assert cli.auto(args, cluster, lambda: None, said.append, analyse, lambda s: None) == outcome
+            kserve.reconcile()
+    finally:
+        green.close()
+    assert seen == [{V2: 100}]  # analysed after the switch, with all traffic on the new version
+    assert any(line.startswith("smoke test passed") for line in said)
+    assert kserve.history == splits
+    assert serving(cluster) == ro.Serving(V2 if outcome == "promote" else V1, mode="Standard")
