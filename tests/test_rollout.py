@@ -687,3 +687,70 @@ def test_gitops_standard_canary_is_one_commit_per_safe_step(standard_overlay: Pa
     assert ops == [
         {"op": "add", "path": "/spec/predictor/containers/0/args", "value": ["--model_uri=models:/credit_risk/2"]}
     ]
+
+
+class Recorder:
+    """An in-memory target that records what the commands do, in order (patch, wait, drain)."""
+
+    def __init__(self, isvc: dict[str, Any]) -> None:
+        self.isvc = isvc
+        self.calls: list[str] = []
+
+    def get(self, model: str) -> dict[str, Any]:
+        return copy.deepcopy(self.isvc)
+
+    def describe(self, model: str, isvc: dict[str, Any], target: ro.Serving) -> str:
+        return f"patch {ro.merge_patch(isvc, target)}"
+
+    def apply(self, model: str, isvc: dict[str, Any], target: ro.Serving) -> str:
+        self.isvc = after(isvc, target)
+        share = "-" if target.canary_uri is None else target.canary_percent
+        self.calls.append(f"patch stable={ro.uri_version(target.model_uri)} canary={share}")
+        return self.calls[-1]
+
+    def wait(self, model: str, step: ro.Step, timeout_s: float) -> list[str]:
+        self.calls += ["wait stable"] if step.wait_ready else []
+        self.calls += ["wait canary"] if step.wait_canary else []
+        return []
+
+    def drain(self, model: str, step: ro.Step, drain_s: float, timeout_s: float) -> list[str]:
+        self.calls += ["drain"] if step.drain else []
+        return []
+
+    def smoke_url(self, model: str) -> str:
+        return "http://new-version"
+
+
+def test_each_standard_command_patches_waits_and_drains_in_its_safe_order(pinned: dict[str, Any]) -> None:
+    where = Recorder(standard(pinned))
+
+    def run(*argv: str, **kw: Any) -> list[str]:
+        where.calls = []
+        args = cli.parse_args([argv[0], "credit_risk", "--no-aliases", *argv[1:]])
+        cli.run(args, where, lambda: None, kw.get("check"))
+        return where.calls
+
+    assert run("start", "--version", "4", "--percent", "10") == [
+        "patch stable=1 canary=0",
+        "wait canary",
+        "patch stable=1 canary=10",
+    ]
+    assert run("step", "--percent", "50") == ["wait canary", "patch stable=1 canary=50"]
+    assert run("promote") == [
+        "patch stable=4 canary=50",
+        "wait stable",
+        "patch stable=4 canary=0",
+        "drain",
+        "patch stable=4 canary=-",
+    ]
+    assert run("start", "--version", "5", "--strategy", "blue-green") == ["patch stable=4 canary=0", "wait canary"]
+    smoked: list[str] = []
+    ok = lambda url, spec, version: smoked.append(f"{url} v{version}") or []  # noqa: E731
+    assert run("switch", check=ok) == ["wait canary", "patch stable=4 canary=100"]
+    assert smoked == ["http://new-version v5"]
+    assert run("rollback") == ["wait stable", "patch stable=4 canary=0", "drain", "patch stable=4 canary=-"]
+    where.calls = []
+    dry = cli.run(
+        cli.parse_args(["start", "credit_risk", "--no-aliases", "--version", "6", "--dry-run"]), where, lambda: None
+    )
+    assert dry[1] == "wait until canary v6's Deployment serves models:/credit_risk/6, ready" and where.calls == []
