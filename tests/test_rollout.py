@@ -398,6 +398,9 @@ def test_a_canary_is_drained_when_no_route_weights_it_and_the_gateway_accepted_t
     assert "has not yet accepted generation 2" in str(ro.route_problem([route(0, 1)], "m-v4-predictor"))
     assert ro.route_problem([route(0, 2)], "m-v4-predictor") is None
     assert ro.route_problem([route(None, 2)], "m-v4-predictor") is None  # KServe >= #5984 omits it
+    silent = route(0, 2)
+    del silent["status"]["parents"][0]["conditions"][0]["observedGeneration"]
+    assert ro.route_problem([silent], "m-v4-predictor") is None  # nothing to wait for
 
 
 # --- smoke test -----------------------------------------------------------------------------

@@ -462,7 +462,8 @@ def route_problem(routes: Sequence[Resource], service: str) -> str | None:
         generation = int(route["metadata"].get("generation") or 0)
         for parent in (route.get("status") or {}).get("parents") or []:
             accepted = [c for c in parent.get("conditions") or [] if c.get("type") == "Accepted"]
-            if not accepted or int(accepted[0].get("observedGeneration") or 0) < generation:
+            seen = [int(c["observedGeneration"]) for c in accepted if c.get("observedGeneration") is not None]
+            if seen and seen[0] < generation:  # a gateway that reports no generation cannot be waited for
                 return f"the gateway has not yet accepted generation {generation} of HTTPRoute {name}"
     return None
 
