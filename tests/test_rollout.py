@@ -757,3 +757,35 @@ def test_each_standard_command_patches_waits_and_drains_in_its_safe_order(pinned
         cli.parse_args(["start", "credit_risk", "--no-aliases", "--version", "6", "--dry-run"]), where, lambda: None
     )
     assert dry[1] == "wait until canary v6's Deployment serves models:/credit_risk/6, ready" and where.calls == []
+
+
+def test_a_drain_waits_for_the_routes_then_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cluster.drain against a stub API: weight on the canary until the third listing."""
+
+    def route(weight: int) -> dict[str, Any]:
+        refs = [
+            {"name": "credit-risk-predictor", "weight": 100 - weight},
+            {"name": "credit-risk-v4-predictor", "weight": weight},
+        ]
+        return {"metadata": {"name": "credit-risk", "generation": 1}, "spec": {"rules": [{"backendRefs": refs}]}}
+
+    class Api:
+        answers = [route(10), route(10), route(0)]
+
+        def list_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+            return {"items": [self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]]}
+
+    slept: list[float] = []
+    monkeypatch.setattr(targets.time, "sleep", slept.append)
+    cluster = targets.Cluster("ns", Api())
+    step = ro.Step(replace(STD_CANARY, canary_percent=0, canary_name="v4"), drain=True)
+    out = cluster.drain("credit_risk", step, drain_s=3, timeout_s=60)
+    assert out == [
+        "HTTPRoutes credit-risk: no weight on credit-risk-v4-predictor",
+        "drained credit-risk-v4-predictor for 3s",
+    ]
+    assert slept == [0.5, 0.5, 3]
+    Api.answers = [route(10)]
+    with pytest.raises(ro.RolloutError, match=r"HTTPRoute credit-risk still sends weight 10 .* after 0s"):
+        cluster.drain("credit_risk", step, drain_s=3, timeout_s=0)
+    assert cluster.drain("credit_risk", replace(step, drain=False), 3, 60) == []
