@@ -228,6 +228,11 @@ def test_blue_green_deploys_at_zero_switches_at_once_and_switches_back() -> None
         assert patched[0].canary_percent == 0  # the old version takes everything back first
         assert back[-1].target == replace(current, mode=current.mode)
         assert ro.plan_promote("m", switched).steps[-1].target.model_uri == "models:/m/4"
+        with pytest.raises(ro.RolloutError, match="`switch` first"):
+            ro.plan_promote("m", green)  # no traffic before the smoke test, not even by promote
+    halfway = replace(STD, model_uri="models:/m/4", canary_uri="models:/m/4", canary_name="v4", canary_percent=0)
+    halfway = replace(halfway, stable_uri="models:/m/3", strategy=ro.BLUE_GREEN)
+    assert ro.plan_promote("m", halfway).steps[-1].target == ro.Serving("models:/m/4", mode="Standard")  # goes on
     assert STD.canary_running is False
     assert ro.plan_start("m", STD, "4", strategy=ro.BLUE_GREEN).steps[0].target.canary_replicas == 4
     with pytest.raises(ro.RolloutError, match="`switch` is for blue-green"):

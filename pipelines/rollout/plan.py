@@ -311,6 +311,9 @@ def plan_promote(model: str, current: Serving) -> Plan:
     version = uri_version(uri)
     if version is None:
         raise RolloutError(f"{model}: the canary {uri} pins no registry version")
+    promoting = current.standard and current.model_uri == uri  # a promote that stopped half-way
+    if current.strategy == BLUE_GREEN and current.canary_percent != 100 and not promoting:
+        raise RolloutError(f"{model}: `switch` first: a blue-green version takes traffic only after its smoke test")
     aliases: dict[str, str | None] = {CHAMPION: version, CHALLENGER: None}
     if not current.standard:
         return Plan((Step(_cleared(current)),), aliases)
