@@ -477,6 +477,11 @@ def test_standard_canary_ladder_and_promote_route_only_to_ready_predictors(
         assert (state.model_uri, state.canary_uri, state.canary_name, state.canary_percent) == (V1, V2, "v2", 10)
         assert kserve.reconcile() == {V1: 90, V2: 10}
         assert "credit-risk-v2-predictor" in kserve.deployments()
+        status = std(cluster, "status", "credit_risk")
+        assert (
+            "canary entry:   v2 -> models:/credit_risk/2, 1 replica(s), Deployment credit-risk-v2-predictor" in status
+        )
+        assert "canary status:  v2 ready=True trafficPercent=10" in status
         std(cluster, "step", "credit_risk", "--percent", "50")
         assert kserve.reconcile() == {V1: 50, V2: 50}
         out = std(cluster, "promote", "credit_risk")
