@@ -742,3 +742,17 @@ def test_blue_green_auto_is_decided_by_the_same_gates_as_a_canary(
     assert any(line.startswith("smoke test passed") for line in said)
     assert kserve.history == splits
     assert serving(cluster) == ro.Serving(V2 if outcome == "promote" else V1, mode="Standard")
+
+
+def test_the_deploy_steps_canary_takes_the_same_safe_order_in_standard_mode(
+    standard_live: tuple[str, targets.Cluster],
+) -> None:
+    namespace, cluster = standard_live
+    with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
+        out = targets.start_canary("credit_risk", "2", 10, namespace=namespace, api=cluster.api, ready_timeout_s=20)
+        lines = out.splitlines()
+        assert (
+            '"trafficPercent": 0' in lines[0] and "canary v2 serves" in lines[1] and '"trafficPercent": 10' in lines[2]
+        )
+        assert kserve.reconcile() == {V1: 90, V2: 10}
+    assert kserve.history == [{V1: 100}, {V1: 90, V2: 10}]
