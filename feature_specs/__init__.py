@@ -1,9 +1,14 @@
-"""Data contracts of the ConstructOS models and the code that applies them."""
+"""Data contracts of the ConstructOS models and the code that applies them.
+
+Importing this package makes every command that meets a malformed spec end with its one-line
+message, not a traceback (:func:`~feature_specs.spec.install_excepthook`).
+"""
 
 from feature_specs.spec import (
     Feature,
     FeatureSpec,
     SpecError,
+    install_excepthook,
     load_spec,
     load_specs,
     parse_spec,
@@ -11,6 +16,8 @@ from feature_specs.spec import (
     spec_paths,
 )
 from feature_specs.validation import InvalidFeature, Validator
+
+install_excepthook()
 
 __all__ = [
     "Feature",

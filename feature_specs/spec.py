@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from functools import cache
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import yaml
@@ -28,7 +30,49 @@ V2_DATATYPE: dict[str, str] = {"float": "FP64", "int": "INT64", "category": "BYT
 
 
 class SpecError(ValueError):
-    """A spec file that is missing or malformed; the message names the file and the field."""
+    """A spec file that is missing or malformed. The message is one line naming the file, the entry
+    and the likely cause (``<file>:<line>:<column>: ...`` for YAML syntax); a command that meets
+    one uncaught prints just that line (:func:`install_excepthook`), not a traceback."""
+
+
+def install_excepthook() -> None:
+    """Make an uncaught :class:`SpecError` end a command with its one line (``error: ...``) and
+    exit status 2; every other exception keeps the hook it had."""
+    previous = sys.excepthook
+    if getattr(previous, "spec_errors", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(value, SpecError):
+            sys.stdout.flush()
+            print(f"error: {value}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(2)
+        previous(kind, value, tb)
+
+    hook.spec_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+#: likely causes of common YAML syntax errors, by the parser's words.
+_YAML_CAUSES = {
+    "mapping values are not allowed": "a ':' inside an unquoted value (quote it), or inconsistent indentation?",
+    "expected <block end>": "inconsistent indentation?",
+    "found character '\\t'": "a tab: indent with spaces",
+    "did not find expected key": "inconsistent indentation, or a '-' missing before a list item?",
+    "did not find expected ',' or ']'": "an unclosed '['?",
+    "did not find expected ',' or '}'": "an unclosed '{'?",
+    "found undefined alias": "a '*' at the start of an unquoted value? quote it",
+    "found duplicate anchor": "an '&' at the start of an unquoted value? quote it",
+}
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    cause = next((c for words, c in _YAML_CAUSES.items() if words in problem), "")
+    return SpecError(f"{where}: not valid YAML: {problem}" + (f" ({cause})" if cause else ""))
 
 
 class _Strict(BaseModel):
@@ -258,12 +302,30 @@ class FeatureSpec(_Strict):
         return [("prediction", "FP64")]
 
 
-def _describe(err: ValidationError) -> str:
-    lines = []
+def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
+    """Pydantic's errors as ``<entry>: <problem>``, ``; ``-joined; a list item is named by its
+    ``name`` when it has one (``features[2] 'age'.dtype``)."""
+    found = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
+        parts: list[str] = []
+        node: Any = raw
+        for p in e["loc"]:
+            if isinstance(p, int) and parts:
+                named = (
+                    node[p].get("name")
+                    if isinstance(node, list) and p < len(node) and isinstance(node[p], dict)
+                    else None
+                )
+                parts[-1] += f"[{p}]" + (f" '{named}'" if isinstance(named, str) else "")
+            else:
+                parts.append(str(p))
+            if isinstance(node, dict):
+                node = node.get(p)
+            else:
+                node = node[p] if isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node) else None
+        problem = e["msg"].removeprefix("Value error, ")
+        found.append(f"{'.'.join(parts) or '(top level)'}: {problem}")
+    return "; ".join(found)
 
 
 def parse_spec(path: Path) -> FeatureSpec:
@@ -273,13 +335,13 @@ def parse_spec(path: Path) -> FeatureSpec:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+        raise _yaml_error(path, exc) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
     try:
         spec = FeatureSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"{path}: invalid spec\n{_describe(exc)}") from exc
+        raise SpecError(f"{path}: invalid spec: {_describe(exc, raw)}") from None
     if spec.name != path.stem:
         raise SpecError(f"{path}: name: '{spec.name}' does not match the file name")
     return spec

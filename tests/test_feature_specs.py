@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ from feature_specs import InvalidFeature, SpecError, Validator, load_spec, load_
 from feature_specs.synthetic import best_metrics, generate, has_generator, to_events
 from feature_specs.transform import build_model, monotonic_constraints
 from tests.spec_data import spec_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(tmp_path: Path, name: str, mutate: object) -> Path:
@@ -33,10 +38,16 @@ def test_every_spec_loads(spec_name: str) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda r: r["features"][0].update(dtype="text"), "features.0.dtype"),
-        (lambda r: r["features"][1].update(min=10, max=1), "features.1: Value error, 'min' is greater than 'max'"),
-        (lambda r: r["features"][2].pop("impute"), "features.2: Value error, an optional feature needs 'impute'"),
-        (lambda r: r["features"][0].pop("categories"), "features.0: Value error, a category feature needs"),
+        (lambda r: r["features"][0].update(dtype="text"), "features[0] 'industry_segment'.dtype"),
+        (
+            lambda r: r["features"][1].update(min=10, max=1),
+            "features[1] 'company_age_years': 'min' is greater than 'max'",
+        ),
+        (
+            lambda r: r["features"][2].pop("impute"),
+            "features[2] 'annual_revenue_eur': an optional feature needs 'impute'",
+        ),
+        (lambda r: r["features"][0].pop("categories"), "features[0] 'industry_segment': a category feature needs"),
         (lambda r: r.update(colour="red"), "colour: Extra inputs are not permitted"),
         (lambda r: r.pop("target"), "target: Field required"),
         (lambda r: r["features"].append(dict(r["features"][1])), "names used twice: company_age_years"),
@@ -173,7 +184,7 @@ def test_every_spec_gets_rows_its_validator_accepts(spec_name: str) -> None:
 @pytest.mark.parametrize(
     ("file_name", "changes", "expected"),
     [
-        ("deal_score", {"features": "none"}, "deal_score.yaml: invalid spec\n  features: Input should be a valid"),
+        ("deal_score", {"features": "none"}, "deal_score.yaml: invalid spec: features: Input should be a valid"),
         ("deal_score", {"source_topic": "Bad Topic!"}, "source_topic: String should match pattern"),
         ("deal_score", {"source_topic": "sales.opportunities"}, "source_topic: topic 'sales.opportunities' is"),
         ("Deal-Score", {}, "Deal-Score.yaml: name: file names are model names"),
@@ -195,8 +206,54 @@ def test_a_broken_spec_names_its_file_and_field(
 
 
 def test_unknown_model_lists_the_known_ones() -> None:
-    with pytest.raises(SpecError, match="unknown model 'nope'; known: credit_risk, lead_score, stock_demand"):
+    known = ", ".join(spec_names())  # whatever models there are: adding a YAML keeps this green
+    with pytest.raises(SpecError, match=f"unknown model 'nope'; known: {known}$"):
         load_spec("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: bad_model\nfeatures:\n  - name: a\n     dtype: float\n", ":4:11: not valid YAML: mapping values"),
+        ("name: bad_model\nfeatures: [unclosed\n", ":3:1: not valid YAML: "),
+        ("name: bad_model\nfeatures:\n\t- name: a\n", ":3:1: not valid YAML: found character '\\t' "),
+    ],
+)
+def test_a_yaml_mistake_is_one_line_with_line_and_column(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad_model.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        parse_spec(path)
+    assert str(err.value).startswith(str(path) + expected) and "\n" not in str(err.value)
+
+
+def test_an_invalid_entry_is_one_line_naming_the_feature(tmp_path: Path) -> None:
+    path = _write(tmp_path, "credit_risk", lambda r: r["features"][1].update(dtype="flaot"))
+    with pytest.raises(SpecError) as err:
+        parse_spec(path)
+    name = yaml.safe_load(path.read_text())["features"][1]["name"]
+    assert str(err.value) == (
+        f"{path}: invalid spec: features[1] '{name}'.dtype: Input should be 'float', 'int', 'category' or 'bool'"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pipelines.streaming.publish", "bad_model", "--rows", "1"],
+        ["pipelines.streaming.trigger", "--models", "bad_model"],
+        ["pipelines.training.run", "bad_model"],
+    ],
+)
+def test_every_command_reports_a_spec_mistake_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "bad_model.yaml").write_text("name: bad_model\nfeatures:\n  - name: a\n     dtype: float\n")
+    env = os.environ | {"CONSTRUCTOS_SPEC_PATH": str(tmp_path), "KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert last.startswith(f"error: {tmp_path / 'bad_model.yaml'}:4:11: not valid YAML: mapping values are not allowed")
 
 
 def test_no_generator_is_a_clear_error_not_a_key_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
