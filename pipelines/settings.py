@@ -47,6 +47,14 @@ class Settings(KafkaSettings, StoreSettings):
     trigger_metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the trigger's ``/metrics`` and ``/healthz`` (0: off; the Deployment uses 9100)."""
 
+    trigger_stall_s: float = Field(default=600.0, gt=0)
+    """A partition with records waiting and no batch settled for this long fails ``/healthz`` (the
+    liveness probe restarts the pod; a store outage that long restarts it too, harmlessly)."""
+
+    trigger_request_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    """Retrain requests without ``request_id`` for the same model and reason within this long start
+    one training (requests with an id: one per id)."""
+
     trigger_dead_letter_max_bytes: int = Field(default=256 * 1024, gt=0)
     """A dead-letter copy larger than this keeps its first bytes only (with its size and SHA-256)."""
     trigger_dead_letter_attempts: int = Field(default=3, gt=0)

@@ -50,7 +50,7 @@ def check_split(values: list[bytes]) -> None:
     assert len(INTAKE.digests(table)) == len(good)
     for reject in rejects:
         reject.reason.encode("utf-8", "backslashreplace")
-        scrub(values[reject.index], SPEC.pii_names)
+        scrub(values[reject.index], SPEC)
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

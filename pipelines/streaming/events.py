@@ -72,10 +72,10 @@ class EventPublisher:
             except KafkaError as exc:
                 log.warning("lifecycle events not flushed: %s", exc)
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.flush(timeout_s)
         if self._producer is not None and self._owned:
-            self._producer.close(timeout=5)
+            self._producer.close(timeout=min(5.0, timeout_s))
         self._producer = None
 
 

@@ -26,6 +26,7 @@ class Outcome:
     landed: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    landed_at: list[int] = field(default_factory=list)  # positions of the events landed here
 
 
 def land_batch(
@@ -50,4 +51,4 @@ def land_batch(
     rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
     rejects.sort(key=lambda r: r.index)
     duplicates = len(good) - len(landed_here) - len(conflicts)
-    return Outcome(rejects, len(landed_here), duplicates, len(conflicts))
+    return Outcome(rejects, len(landed_here), duplicates, len(conflicts), sorted(landed_here))

@@ -15,6 +15,10 @@ Another launcher that finds a live lease gets :class:`LaunchInProgress`; one tha
 over at once exactly one wins. A holder whose renewal fails because someone took over logs an
 ERROR: the key may then run twice (a holder stalled longer than the lease). Leases compare wall
 clocks: the lease must be much longer than the clock skew between pods.
+
+**Handing back.** A trigger that stops while a launch runs (SIGTERM) does not wait for it:
+:func:`release_leases` ends every lease this process holds (``lease_until`` 0, no run id), so the
+key's next launcher takes it over at once as an interrupted attempt instead of after the lease.
 """
 
 from __future__ import annotations
@@ -47,6 +51,17 @@ class LaunchInProgress(RuntimeError):
         self.retry_in = retry_in
 
 
+_held: set[Lease] = set()  # the leases this process holds now
+_held_lock = threading.Lock()
+
+
+def release_leases() -> list[str]:
+    """Hand back every lease this process holds (the runs are abandoned); returns their keys."""
+    with _held_lock:
+        leases = list(_held)
+    return [lease.record["key"] for lease in leases if lease.release()]
+
+
 class Lease:
     """The key's ledger document while this process launches it, renewed by a heartbeat thread."""
 
@@ -54,6 +69,7 @@ class Lease:
         self.store, self.name, self.record, self.ttl = store, ledger_key(key), record, ttl
         self.tag: str | None = None
         self.lost = False
+        self.released = False  # handed back at stop (:func:`release_leases`)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{key}", daemon=True)
 
@@ -62,13 +78,33 @@ class Lease:
         if not ledger.write(self.store, self.name, self._renewed(), previous_tag):
             return False
         self.tag = ledger.read(self.store, self.name)[1]
+        with _held_lock:
+            _held.add(self)
         self._thread.start()
         return True
+
+    def release(self) -> bool:
+        """Stop renewing and mark the key free (``lease_until`` 0); False if it was not ours any more."""
+        self._stop.set()
+        with _held_lock:
+            _held.discard(self)
+        try:
+            released = not self.lost and self._swap(self.record | {"lease_until": 0.0})
+        except StoreUnavailable as exc:
+            log.warning("launch %s: lease not handed back (%s): it expires by itself", self.record["key"], exc)
+            return False
+        self.lost = self.released = True  # the abandoned run's outcome is no longer this process's to write
+        return released
 
     def finish(self, changes: Doc) -> None:
         """Stop renewing and write the outcome, unless someone took the key over meanwhile."""
         self._stop.set()
         self._thread.join()
+        with _held_lock:
+            _held.discard(self)
+        if self.released:
+            log.info("launch %s: handed back at stop; its outcome %s is not recorded", self.record["key"], changes)
+            return
         for pause in (1, 2, 4, 8, 0):  # the store may be away for a moment: the run did happen
             try:
                 if not self.lost and self._swap(self.record | changes | {"lease_until": 0.0}):

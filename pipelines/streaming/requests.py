@@ -10,9 +10,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from feature_specs import InvalidFeature
-from pipelines.streaming.intake import decode_object
+from pipelines.streaming.intake import UNKNOWN_FIELD, decode_object
 
 MAX_TEXT = 500
+FIELDS = ("model", "reason", "request_id")
 
 
 class BadRequest(ValueError):
@@ -31,8 +32,9 @@ def parse_request(raw: bytes | None, models: Collection[str]) -> RetrainRequest:
         raise BadRequest("empty message")
     try:
         body = decode_object(raw)
-    except InvalidFeature as exc:
-        raise BadRequest(f"{exc.field}: {exc.problem}") from None
+    except InvalidFeature as exc:  # a field name may be anything: only ours are named
+        field = exc.field if exc.field in ("event", *FIELDS) else UNKNOWN_FIELD
+        raise BadRequest(f"{field}: {exc.problem}") from None
     model = body.get("model")
     if not isinstance(model, str) or model not in models:
         raise BadRequest(f"'model' is not one of the models handled here ({', '.join(sorted(models))})")

@@ -15,6 +15,11 @@ names a settled key is harmless (and tidied up). A ``pending`` key whose launche
 again with the same key, which the launch ledger (:mod:`pipelines.streaming.launch`) uses to tell a
 run in progress from an interrupted one.
 
+**Retrain requests without an id.** ``requests/<model>-<reason digest>.json``: the last request
+without ``request_id`` that was taken for a model and reason (its topic/partition/offset and
+record time). Another within the cooldown of it counts as that one (:meth:`request_owner`), so it
+claims the same key and launches nothing more.
+
 **Records that could not be dead-lettered.** ``attempts/<topic>/<partition>/<offset>.json`` counts a
 record's failed dead-letter attempts, ``poison/...`` keeps a record skipped after too many (its
 topic, partition, offset and error). Both are on the ledger store, not on a replica's disk: a
@@ -27,6 +32,7 @@ starts with no baselines, so the first run of each model comes after ``min_new_r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Set
 from datetime import UTC, datetime
@@ -122,6 +128,21 @@ class RetrainState:
 
     def _read(self, name: str) -> Doc | None:
         return ledger.read(self.store, name)[0]
+
+    def request_owner(self, model: str, reason: str, where: str, at_ms: int, cooldown_s: float) -> str:
+        """The request (``where``) that a request without id at ``where`` (record time ``at_ms``)
+        counts as: an earlier one for the same model and reason within ``cooldown_s``, or itself."""
+        digest = hashlib.sha256(reason.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        name = f"requests/{ledger.safe_name(model)}-{digest}.json"
+
+        def change(cur: Doc | None) -> Doc | None:
+            if cur and (cur["where"] == where or abs(at_ms - int(cur["at_ms"])) < cooldown_s * 1000):
+                return None
+            return {"model": model, "where": where, "at_ms": at_ms}
+
+        doc, _ = ledger.update(self.store, name, change)
+        assert doc is not None
+        return str(doc["where"])
 
     # -- records that could not be dead-lettered ----------------------------------------
 

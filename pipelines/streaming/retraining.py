@@ -3,7 +3,9 @@
 A model is retrained when its rows landed since its last run reach ``retrain.min_new_rows`` (and
 it has ``retrain.min_rows`` in all), or when a request arrives on ``mlops.retrain-requests``
 (:mod:`pipelines.streaming.requests`). Each launch has a key (``<model>-rows-<baseline>`` or
-``<model>-request-<request_id>``) *claimed* in the shared state before the launch, so one replica
+``<model>-request-<request_id>``; a request without id is keyed by its topic/partition/offset, and
+one for the same model and reason as another within ``request_cooldown_s`` takes that one's key,
+so it starts nothing more) *claimed* in the shared state before the launch, so one replica
 launches it. Launches run in a background thread and are reported on ``mlops.model-events``; a key
 left ``pending`` (its replica died) is resumed when a replica starts or partitions move, and the
 launcher's lease tells a launch still running elsewhere from an interrupted one: a key whose lease
@@ -13,9 +15,9 @@ is held elsewhere (or whose ledger store is unreachable) is tried again later, u
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
@@ -25,7 +27,7 @@ from feature_specs import FeatureSpec
 from pipelines.storage import StoreUnavailable
 from pipelines.streaming.events import EventPublisher
 from pipelines.streaming.landing_index import LandingIndex
-from pipelines.streaming.launch import LaunchInProgress
+from pipelines.streaming.launch import LaunchInProgress, release_leases
 from pipelines.streaming.requests import BadRequest, parse_request
 from pipelines.streaming.retrain_state import RetrainState
 
@@ -34,6 +36,46 @@ log = logging.getLogger("pipelines.streaming.trigger")
 Launcher = Callable[..., str]
 #: pause before trying a launch again whose ledger store was unreachable.
 STORE_RETRY_S = 10.0
+
+
+class _Launches:
+    """One daemon thread running launches in turn: a stopping trigger never waits for a training
+    run to end (:meth:`close` hands its lease back instead)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue()
+        self.busy = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="launch", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._closed:
+            raise RuntimeError("closed")
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            self.busy.set()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("launch failed unexpectedly")
+            finally:
+                self.busy.clear()
+
+    def close(self, wait_s: float) -> bool:
+        """Stop taking work (what is queued stays pending in the state); True if nothing runs after ``wait_s``."""
+        self._closed = True
+        while True:  # drop what has not started
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join(wait_s)
+        return not self._thread.is_alive()
 
 
 class Retrainer:
@@ -45,19 +87,30 @@ class Retrainer:
         events: EventPublisher,
         launcher: Launcher,
         landed_rows: Callable[[str], int] | None = None,
+        request_cooldown_s: float = 6 * 3600,
     ) -> None:
+        self.request_cooldown_s = request_cooldown_s
         self.specs, self.index, self.state, self.events, self.launcher = specs, index, state, events, launcher
         self.landed_rows = landed_rows or index.rows
         """Rows a request may train on: every landed part, backfills included (the index counts
         only what the trigger landed itself)."""
-        self._launches = ThreadPoolExecutor(max_workers=1, thread_name_prefix="launch")
+        self._launches = _Launches()
+        self._closing = False  # stopping: a launch that fails now was abandoned, not failed
         self._retries: dict[str, threading.Timer] = {}
         """Keys waiting to be tried again (one timer per key, however often it is resumed)."""
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 2.0) -> bool:
+        """Stop launching. A launch still running after ``wait_s`` is handed back: its lease is
+        released, its key stays ``pending`` and the next trigger to start resumes it. Returns
+        whether one was (its run, abandoned, may have processes of its own left to end)."""
         for timer in list(self._retries.values()):
             timer.cancel()
-        self._launches.shutdown(wait=True, cancel_futures=True)
+        self._closing = True
+        if self._launches.close(wait_s):
+            return False
+        for key in release_leases():
+            log.warning("launch %s handed back unfinished: the next trigger to start runs it again", key)
+        return True
 
     def check_new_rows(self, model: str) -> None:
         if self.state.pending(model):
@@ -76,7 +129,16 @@ class Retrainer:
             log.warning("retrain request at %s refused: %s", where, exc)
             self.events.emit("retrain.rejected", "", reason=str(exc), offset=record.offset)
             return
-        model, request_id = request.model, request.request_id or where.replace("/", "-")
+        model, request_id = request.model, request.request_id
+        if request_id is None:
+            here = where.replace("/", "-")
+            request_id = self.state.request_owner(
+                model, request.reason, here, record.timestamp, self.request_cooldown_s
+            )
+            if request_id != here:
+                log.info(
+                    "%s: retrain request at %s repeats %s within the cooldown: nothing more", model, where, request_id
+                )
         total, needed = self.landed_rows(model), self.specs[model].retrain.min_rows
         key = f"{model}-request-{request_id}"
         if total < needed:
@@ -131,6 +193,9 @@ class Retrainer:
         except (LaunchInProgress, StoreUnavailable):
             raise
         except Exception as exc:
+            if self._closing:
+                log.info("%s: launch %s abandoned at stop (%s): its key stays pending", model, key, exc)
+                return
             log.exception("%s: training launch %s failed", model, key)
             error = f"{type(exc).__name__}: {exc}"
             if self.state.settle(key, "failed", error=error):

@@ -16,11 +16,23 @@ next batch is polled (:mod:`pipelines.streaming.landing_process`).
 
 **Retraining.** :mod:`pipelines.streaming.retraining`: on new rows or on request, once per key.
 
+**Undecodable records.** A record the Kafka client cannot decode (a header key that is not UTF-8,
+a codec it lacks: ``poll`` raises at the same offset forever) is found by
+:mod:`pipelines.streaming.undecodable`, dead-lettered with what can be said about it (source
+topic, partition, offset and the client's error; the client gives no bytes of it), counted
+(``undecodable``) and skipped by offset; the partition goes on.
+
 **Resilience.** A Kafka failure (broker down at start or gone mid-stream, a failed commit) or an
 unreachable landing store (landing pauses: one warning per outage) closes the clients and starts
-again from the committed offsets after a pause doubling up to ``kafka_retry_max_s``. A record that
+again from the committed offsets after a pause doubling up to ``kafka_retry_max_s`` (reset only
+once a batch settles: a failure that recurs right after each reconnect keeps backing off).
+**Liveness is progress:** per assigned partition the age of its last settled batch is kept
+(:class:`~pipelines.streaming.health.Progress`); records waiting with nothing settled for
+``trigger_stall_s`` fail ``/healthz``. A record that
 cannot even be dead-lettered is skipped after ``trigger_dead_letter_attempts`` tries (a poison
-record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand and stop.
+record: ERROR log, kept in the state). SIGTERM/SIGINT finish the batch at hand and stop within
+:data:`STOP_WITHIN_S`, whatever runs: a training launch still running is handed back (its lease
+released, its key left pending for the next trigger to resume) and its processes are ended.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -38,7 +51,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from feature_specs import load_spec, load_specs
@@ -48,9 +61,9 @@ from pipelines.streaming import health, landing, landing_process
 from pipelines.streaming.assignment import AssignmentWatch
 from pipelines.streaming.dead_letters import DeadLetters
 from pipelines.streaming.events import EventPublisher
-from pipelines.streaming.health import Heartbeat
+from pipelines.streaming.health import Heartbeat, Progress
 from pipelines.streaming.intake import Reject
-from pipelines.streaming.land_batch import Outcome
+from pipelines.streaming.land_batch import CONFLICT, Outcome
 from pipelines.streaming.landing_index import LandingIndex
 from pipelines.streaming.landing_process import Landing, LandingProcessDied
 from pipelines.streaming.log_index import open_index
@@ -59,8 +72,11 @@ from pipelines.streaming.outage import Outage, backoff
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.retraining import Launcher, Retrainer
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
+from pipelines.streaming.undecodable import describe, find_undecodable
 
 log = logging.getLogger("pipelines.streaming.trigger")
+#: the longest a stop takes (the Deployment's terminationGracePeriodSeconds leaves room above it).
+STOP_WITHIN_S = 20
 Batch = dict[TopicPartition, list[ConsumerRecord]]  # one poll's records
 
 
@@ -108,14 +124,26 @@ class Trigger:
         self._stop = threading.Event()
         self._events = EventPublisher(self.settings)
         self.retrainer = Retrainer(
-            self.specs, self.index, self.state, self._events, launcher, lambda m: landing.row_count(self.store, m)
+            self.specs,
+            self.index,
+            self.state,
+            self._events,
+            launcher,
+            lambda m: landing.row_count(self.store, m),
+            self.settings.trigger_request_cooldown_s,
         )
-        self._connected = False
+        self._connected = self._progressed = False
         self._outage = Outage(self.settings.kafka_retry_max_s)
         self._recovery_due = False
         self._landing: Landing | None = None
         self._landing_deaths = 0  # in a row, without a batch landed between them
-        self.heartbeat = Heartbeat()  # the health port's liveness signal
+        self.heartbeat = Heartbeat()  # the health port's liveness signal: the loop runs...
+        self.progress = Progress(self.settings.trigger_stall_s)  # ...and its partitions move on
+        self._settled_to: dict[TopicPartition, int] = {}  # per partition: the offset after the last settled record
+        self._looked = 0.0
+        self._counted_to: dict[TopicPartition, int] = {}  # per partition: records below are counted
+        self.handed_back = False  # a launch was abandoned at stop (see :meth:`run`)
+        self._acked: set[tuple[str, int, int]] = set()  # source records whose dead letter was taken, not yet committed
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -136,7 +164,7 @@ class Trigger:
                     self._session(self._landing, exit_when_idle_s)
                     break
                 except KafkaError as exc:
-                    attempt = 1 if self._connected else attempt + 1
+                    attempt = 1 if self._progressed else attempt + 1
                     delay = backoff(attempt, self.settings.kafka_retry_max_s)
                     log.warning(
                         "Kafka at %s failed (%s: %s); retrying in %.0fs (attempt %d)",
@@ -163,8 +191,8 @@ class Trigger:
             if self._landing is not None:
                 self._landing.close()
                 self._landing = None
-            self.retrainer.close()
-            self._events.close()
+            self.handed_back = self.retrainer.close()
+            self._events.close(timeout_s=3)
             log.info("stopped: %s", dict(self.stats))
 
     def recover(self) -> None:
@@ -189,7 +217,8 @@ class Trigger:
 
         Pipelined: batch N+1 is polled while ``landing`` lands batch N; N is then settled (dead
         letters flushed, retraining checked) and its offsets committed while N+1 lands."""
-        self._connected = False
+        self._connected = self._progressed = False
+        self._settled_to.clear()
         ensure_topics(self.settings, self.models, timeout_ms=5000)
         # reconnect to a broker that went away no slower than we retry one that never answered
         options = self.settings.kafka_options() | {
@@ -236,8 +265,22 @@ class Trigger:
                         last, reported = dict(self.stats), time.monotonic()
                         log.info("so far: %s", last)
                     self.heartbeat.beat()
-                    batch = {} if self._stop.is_set() else consumer.poll(timeout_ms=20 if landing_now else 500)
+                    skipped: dict[TopicPartition, OffsetAndMetadata] = {}
+                    try:
+                        batch = {} if self._stop.is_set() else consumer.poll(timeout_ms=20 if landing_now else 500)
+                    except KafkaError as exc:
+                        if not isinstance(exc, CorruptRecordError) and not type(exc).__name__.endswith("CodecError"):
+                            raise
+                        batch, skipped = {}, self._skip_undecodable(consumer, producer, options, exc)
+                    except OSError:
+                        raise
+                    except Exception as exc:  # a codec library's own error, raised through poll
+                        batch, skipped = {}, self._skip_undecodable(consumer, producer, options, exc)
                     watch.check(consumer)
+                    for tp, records in batch.items():
+                        self._settled_to.setdefault(tp, records[0].offset)
+                    if batch:  # before landing it, which may hang: the health port then sees it waiting
+                        self._look(consumer, now=True)
                     landed: Batch | None = None
                     if landing_now is not None:
                         landed, landing_now = landing_now, None
@@ -249,10 +292,15 @@ class Trigger:
                         landing_now = batch
                     if landed is not None:
                         self._settle(landed, outcomes, producer)
-                        consumer.commit(_next_offsets(landed, consumer.assignment()), timeout_ms=30_000)
+                    if landed is not None or skipped:
+                        offsets = _next_offsets(landed or {}, consumer.assignment()) | skipped
+                        consumer.commit(offsets, timeout_ms=30_000)
+                        self._settled(offsets)
+                    if landed is not None:
                         self.stats["batches"] += 1
                         self._landing_deaths = 0
                         self._outage.over()
+                    self._look(consumer)
                     if batch or landed or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
                     elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
@@ -264,6 +312,73 @@ class Trigger:
         finally:
             consumer.close(autocommit=False, timeout_ms=5000)
             producer.close(timeout=5)
+
+    # -- progress -----------------------------------------------------------------------
+
+    def _settled(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self._progressed = True
+        for tp, at in offsets.items():
+            self._settled_to[tp] = at.offset
+        committed = {(tp.topic, tp.partition): at.offset for tp, at in offsets.items()}
+        self._acked = {w for w in self._acked if w[2] >= committed.get(w[:2], -1)}  # never read again
+        self.progress.settled((tp.topic, tp.partition) for tp in offsets)
+
+    def _look(self, consumer: KafkaConsumer, now: bool = False) -> None:
+        """Tell :attr:`progress` what is assigned and how many records wait on each (once a second)."""
+        if not now and time.monotonic() - self._looked < 1.0:
+            return
+        self._looked = time.monotonic()
+        assigned = consumer.assignment()
+        self.progress.assigned((tp.topic, tp.partition) for tp in assigned)
+        for tp in assigned:
+            end = consumer.highwater(tp)
+            if end is None:  # not fetched yet: nothing known to wait
+                continue
+            start = self._settled_to.get(tp)
+            if start is None:
+                start = consumer.position(tp, timeout_ms=1000)
+            if start is not None:
+                self.progress.waiting((tp.topic, tp.partition), end - start)
+
+    def _skip_undecodable(
+        self, consumer: KafkaConsumer, producer: KafkaProducer, options: dict[str, Any], exc: Exception
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Find the record ``poll`` could not decode, dead-letter it, seek past it; returns the offset
+        to commit once the batch at hand has settled (every record before it is in that batch or
+        earlier). Not found: ``exc`` again (the session reconnects, with backoff)."""
+        positions = {}
+        for tp in consumer.assignment():
+            end, at = consumer.highwater(tp), consumer.position(tp, timeout_ms=5000)
+            if at is not None and (end is None or end > at):
+                positions[tp] = at
+        found = find_undecodable(options, positions)
+        if found is None:
+            log.warning("poll failed (%s) and no undecodable record was found: reconnecting", describe(exc))
+            raise exc
+        tp, offset = found.partition, found.offset
+        self._settled_to.setdefault(tp, offset)
+        where = f"{tp.topic}/{tp.partition}/{offset}"
+        self.stats["undecodable"] += 1
+        if tp.topic == self.requests_topic:
+            log.error("undecodable retrain request at %s skipped: %s", where, found.error)
+            self._events.emit("retrain.rejected", "", reason=f"undecodable: {found.error}", offset=offset)
+        else:
+            log.error("undecodable record at %s dead-lettered and skipped: %s", where, found.error)
+            letters = self._letters(producer)
+            letters.undecodable(tp.topic, tp.partition, offset, found.error)
+            letters.flush()
+        consumer.seek(tp, offset + 1)
+        return {tp: OffsetAndMetadata(offset + 1, "", -1)}
+
+    def _letters(self, producer: KafkaProducer) -> DeadLetters:
+        return DeadLetters(
+            producer,
+            self.state,
+            self.stats,
+            self.settings.trigger_dead_letter_max_bytes,
+            self.settings.trigger_dead_letter_attempts,
+            self._acked,
+        )
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -284,30 +399,29 @@ class Trigger:
                 requests += records
             else:
                 by_model.setdefault(self.topic_model[tp.topic], []).extend(records)
-        letters = DeadLetters(
-            producer,
-            self.state,
-            self.stats,
-            self.settings.trigger_dead_letter_max_bytes,
-            self.settings.trigger_dead_letter_attempts,
-        )
+        letters = self._letters(producer)
         for model, records in by_model.items():
-            pii = self.specs[model].pii_names
-            for reject in self._count(model, outcomes[model]):
-                letters.send(records[reject.index], reject, pii)
+            for reject in self._count(model, records, outcomes[model]):
+                letters.send(records[reject.index], reject, self.specs[model])
+        for tp, records in batch.items():
+            if records and tp.topic != self.requests_topic:
+                self._counted_to[tp] = max(self._counted_to.get(tp, 0), records[-1].offset + 1)
         letters.flush()
         for record in requests:
             self.retrainer.request(record)
         for model in by_model if self.retrain else ():
             self.retrainer.check_new_rows(model)
 
-    def _count(self, model: str, outcome: Outcome) -> list[Reject]:
-        """Count one model's landing outcome; returns its rejects (conflicts included)."""
+    def _count(self, model: str, records: list[ConsumerRecord], outcome: Outcome) -> list[Reject]:
+        """Count one model's landing outcome, each source record once (a batch read again after a
+        failure counts only records not counted before); returns its rejects (conflicts included)."""
+        new = [r.offset >= self._counted_to.get(TopicPartition(r.topic, r.partition), 0) for r in records]
+        landed, refused = set(outcome.landed_at), {r.index for r in outcome.rejects}
         self.stats.update(
-            landed=outcome.landed,
-            duplicates=outcome.duplicates,
-            conflicts=outcome.conflicts,
-            rejected=len(outcome.rejects),
+            landed=sum(new[i] for i in landed),
+            duplicates=sum(new[i] for i in range(len(records)) if i not in landed and i not in refused),
+            conflicts=sum(new[r.index] for r in outcome.rejects if r.reason == CONFLICT),
+            rejected=sum(new[i] for i in refused),
         )
         if outcome.rejects:
             reasons = Counter(r.field for r in outcome.rejects)
@@ -350,8 +464,53 @@ def main(argv: Iterable[str] | None = None) -> None:
     settings = trigger.settings
     if settings.trigger_metrics_port:  # silent longer than a batch or a reconnect pause could last: hung
         silence = max(120.0, 2 * settings.kafka_retry_max_s)
-        health.serve(settings.trigger_metrics_port, trigger.stats, trigger.heartbeat, silence)
+        health.serve(
+            settings.trigger_metrics_port, trigger.stats, trigger.heartbeat, silence, progress=trigger.progress
+        )
     trigger.run(exit_when_idle_s=args.exit_when_idle)
+    if trigger.handed_back:  # the abandoned run's own processes (kfp.local's tasks) end with us
+        end_descendants()
+
+
+def end_descendants(grace_s: float = 3.0) -> None:
+    """SIGTERM every process below this one, then SIGKILL what is left after ``grace_s`` (Linux)."""
+    pids = _descendants(os.getpid())
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in [p for p in pids if _alive(p)]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                parent = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 if __name__ == "__main__":
