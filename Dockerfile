@@ -37,8 +37,10 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    GIT_PYTHON_REFRESH=quiet
 WORKDIR /tmp
+# GIT_PYTHON_REFRESH: MLflow looks for git to tag runs; there is none here, and that is fine.
 # Numeric, so Kubernetes can verify runAsNonRoot.
 USER 10001:10001
 EXPOSE 8080

@@ -5,6 +5,7 @@ Model code stays in :mod:`predictors.base`; this module mounts, ahead of KServe'
 - the model repository extension, locked down (:mod:`predictors.admin`),
 - ``GET /api/v1/predict/<model>?feature=value&…`` — the Sales Service's query-string call,
 - OIP ``{"error": …}`` bodies for every client mistake and a request body limit,
+- ``Connection: close`` on every response once SIGUSR1 says a stop is coming (:mod:`predictors.draining`),
 and starts the server with every model registered, ready or not, so one that cannot load
 answers "not ready" while the others serve.
 """
@@ -34,6 +35,7 @@ from timing_asgi import TimingMiddleware
 from predictors import contract
 from predictors.admin import Admin, admin_routes
 from predictors.base import QueryRequest, SpecModel
+from predictors.draining import CloseWhenDraining, Drain
 from predictors.fast_infer import FastInfer
 from predictors.grpc_v2 import GrpcServer, Servicer
 from predictors.http_edges import BodyLimit, http_exception
@@ -101,10 +103,14 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
     app.add_exception_handler(HTTPException, http_exception)
     app.add_middleware(FastInfer, repository=repository)  # inside the body limit (added last = outermost)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CloseWhenDraining, drain=DRAIN)  # outermost: every response, once draining
     drop_kserve_timing(app)
 
 
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady, NotImplementedError)
+
+#: Set by SIGUSR1 (Kubernetes' preStop hook) in a served process: see :mod:`predictors.draining`.
+DRAIN = Drain()
 
 
 class _QuietClientErrors(logging.Filter):
@@ -186,6 +192,7 @@ def serve(
         server.attach_grpc(GrpcServer(grpc_port, servicer, settings.max_body_bytes))
     quiet_client_errors()
     add_platform_routes(model_server.app, server.dataplane, admin, settings)
+    DRAIN.on_signal()
     pending = [m for m in models if not m.ready]
     if pending and settings.load_retry_seconds > 0:
         threading.Thread(target=_keep_loading, args=(pending, settings.load_retry_seconds), daemon=True).start()

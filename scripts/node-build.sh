@@ -63,51 +63,48 @@ kubernetes() {
   log "built ${KUBE_BINARIES[*]} in $KUBE_DIR"
 }
 
+# A throwaway module that requires MODULE@VERSION and carries its go.mod's replace and exclude lines
+# (a module with replace directives cannot be built with a plain `go install pkg@version`); builds PKGS into DIR.
+replaced_build() {
+  local module="$1" version="$2" dir="$3"; shift 3
+  local src="$dir/src" gomod pkg
+  mkdir -p "$src" "$dir/partial"
+  [[ -f "$src/go.mod" ]] || echo "module build" >"$src/go.mod"
+  gomod="$(gomod_of "$src" "$module@$version")"
+  [[ -f "$gomod" ]] || die "could not download $module@$version from the Go module proxy."
+  {
+    echo "module build"
+    echo "go $(sed -n 's/^go //p' "$gomod")"
+    echo "require $module $version"
+    awk '/^replace \($/ {inblock=1; next} inblock && /^\)/ {inblock=0; next}
+         inblock && NF && !/=> \.\.?\// {print "replace " $0} /^replace [^(]/ && !/=> \.\.?\// {print}
+         /^exclude [^(]/ {print}' "$gomod"
+  } >"$src/go.mod"
+  (cd "$src" && go get "${@/%/@$version}" >/dev/null &&
+    CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$dir/partial/" "$@") || die "building $* failed."
+  for pkg in "$@"; do mv "$dir/partial/$(basename "$pkg")" "$dir/$(basename "$pkg")"; done
+  rmdir "$dir/partial"
+  mod="$(dir_of "$src" "$module@$version")"
+  [[ -f "$mod/LICENSE" ]] && cp "$mod/LICENSE" "$dir/LICENSE" && chmod u+w "$dir/LICENSE"
+}
+
 kserve() {
   [[ -x "$KSERVE_DIR/manager" && -x "$KSERVE_DIR/agent" && -d "$KSERVE_DIR/config" ]] && return
-  log "building KServe $KSERVE_VERSION's manager and agent into $KSERVE_DIR (cold: ~6 min, once)"
-  local src="$KSERVE_DIR/src" gomod mod
-  mkdir -p "$src"
-  [[ -f "$src/go.mod" ]] || echo "module kservebuild" >"$src/go.mod"
-  gomod="$(gomod_of "$src" "github.com/kserve/kserve@$KSERVE_VERSION")"
-  [[ -f "$gomod" ]] || die "could not download github.com/kserve/kserve@$KSERVE_VERSION from the Go module proxy."
-  # The manager's own go.mod pins its dependencies with replace lines (controller-runtime, k8s.io/*):
-  # a module that requires it must carry the same lines.
-  {
-    echo "module kservebuild"
-    echo "go $(sed -n 's/^go //p' "$gomod")"
-    echo "require github.com/kserve/kserve $KSERVE_VERSION"
-    awk '/^replace \($/ {inblock=1; next} inblock && /^\)/ {inblock=0; next}
-         inblock && NF {print "replace " $0} /^replace [^(]/ {print}' "$gomod"
-  } >"$src/go.mod"
+  log "building KServe $KSERVE_VERSION's manager and agent into $KSERVE_DIR (cold: ~8 min, once)"
   # the manager (the controller and its webhooks) and the agent (the payload logger sidecar)
-  mkdir -p "$KSERVE_DIR/partial"
-  (cd "$src" && go get "github.com/kserve/kserve/cmd/manager@$KSERVE_VERSION" "github.com/kserve/kserve/cmd/agent@$KSERVE_VERSION" >/dev/null &&
-    CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$KSERVE_DIR/partial/" github.com/kserve/kserve/cmd/manager github.com/kserve/kserve/cmd/agent) ||
-    die "building KServe's manager and agent failed."
-  mod="$(dir_of "$src" "github.com/kserve/kserve@$KSERVE_VERSION")"
+  replaced_build github.com/kserve/kserve "$KSERVE_VERSION" "$KSERVE_DIR" \
+    github.com/kserve/kserve/cmd/manager github.com/kserve/kserve/cmd/agent
+  local mod; mod="$(dir_of "$KSERVE_DIR/src" "github.com/kserve/kserve@$KSERVE_VERSION")"
   rm -rf "$KSERVE_DIR/config" && cp -r "$mod/config" "$KSERVE_DIR/config" && chmod -R u+w "$KSERVE_DIR/config"
-  cp "$mod/LICENSE" "$KSERVE_DIR/LICENSE"
-  mv "$KSERVE_DIR/partial/agent" "$KSERVE_DIR/agent"
-  mv "$KSERVE_DIR/partial/manager" "$KSERVE_DIR/manager"
-  rmdir "$KSERVE_DIR/partial"
   log "built $KSERVE_DIR/manager and agent"
 }
 
-simple() {  # NAME MODULE PACKAGE VERSION DIR: a plain `go install` of one command
-  local name="$1" module="$2" pkg="$3" version="$4" dir="$5"
-  [[ -x "$dir/$name" ]] && return
-  log "building $name $version into $dir (once)"
-  mkdir -p "$dir"
-  GOBIN="$dir/partial" CGO_ENABLED=0 go install -trimpath -ldflags=-s "$pkg@$version" || die "building $name failed."
-  mv "$dir/partial/$(basename "$pkg")" "$dir/$name" && rmdir "$dir/partial"
-  local src; src="$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "$module@$version" 2>/dev/null | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p' || true)"
-  [[ -n "$src" && -f "$src/LICENSE" ]] && cp "$src/LICENSE" "$dir/LICENSE"
-  log "built $dir/$name"
-}
-
 coredns() { simple coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION" "$COREDNS_DIR"; }
-traefik() { simple traefik github.com/traefik/traefik/v3 github.com/traefik/traefik/v3/cmd/traefik "$TRAEFIK_VERSION" "$TRAEFIK_DIR"; }
+traefik() {
+  [[ -x "$TRAEFIK_DIR/traefik" ]] && return
+  log "building traefik $TRAEFIK_VERSION into $TRAEFIK_DIR (once)"
+  replaced_build github.com/traefik/traefik/v3 "$TRAEFIK_VERSION" "$TRAEFIK_DIR" github.com/traefik/traefik/v3/cmd/traefik
+}
 
 case "${1:-all}" in
   kubernetes) kubernetes ;;

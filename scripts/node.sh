@@ -271,7 +271,7 @@ text, pause, root, state, sock, confdir = sys.stdin.read(), *sys.argv[1:]
 subs = {
     r"^root = .*$": f"root = \"{root}\"",
     r"^state = .*$": f"state = \"{state}\"",
-    r"^(  address = )\"/run/containerd/containerd.sock\"": rf"\1\"{sock}\"",
+    r"^  address = \"/run/containerd/containerd.sock\"": f"  address = \"{sock}\"",
     # the VM withholds CAP_SYS_RESOURCE: the -998 OOM score CRI asks for every sandbox is refused
     r"restrict_oom_score_adj = false": "restrict_oom_score_adj = true",
     r"sandbox_image = .*$": f"sandbox_image = \"{pause}\"",

@@ -9,9 +9,9 @@ pull; here the manager runs beside the control plane instead, so this prints:
 * the manager's ClusterRole bound to the user of its client certificate,
 * the webhook configurations with our CA as their ``caBundle``, and the webhook Service with an
   Endpoints object pointing at the host address the manager listens on,
-* ``inferenceservice-config`` with three changes: Standard (RawDeployment) as the default mode,
-  the agent image pinned to the release's tag (built here from the same module), and Ingress
-  creation off (the node has no Ingress controller; the gateway of the canary work adds routes).
+* ``inferenceservice-config`` with four changes: Standard (RawDeployment) as the default mode,
+  the agent image pinned to the release's tag (built here from the same module) with requests
+  for a small node, and Ingress creation off (the node has no Ingress controller; the gateway of the canary work adds routes).
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def settings(config: Path, agent_image: str, gateway: str | None) -> dict[str, A
     data["deploy"] = json.dumps(deploy, indent=2)
     for key in ("logger", "batcher", "agent"):
         entry = json.loads(data[key])
-        entry["image"] = agent_image
+        # a sidecar beside every predictor replica: requests sized for one small node
+        entry.update(image=agent_image, cpuRequest="10m", memoryRequest="64Mi")
         data[key] = json.dumps(entry, indent=2)
     ingress = json.loads(data["ingress"])
     if gateway:  # Gateway API: KServe writes an HTTPRoute per InferenceService to this Gateway
