@@ -11,7 +11,8 @@ pull; here the manager runs beside the control plane instead, so this prints:
   Endpoints object pointing at the host address the manager listens on,
 * ``inferenceservice-config`` with four changes: Standard (RawDeployment) as the default mode,
   the agent image pinned to the release's tag (built here from the same module) with requests
-  for a small node, and Ingress creation off (the node has no Ingress controller; the gateway of the canary work adds routes).
+  for a small node, and Ingress creation off (the node has no Ingress controller; ``--gateway``
+  turns KServe's Gateway API routes on instead).
 """
 
 from __future__ import annotations
