@@ -161,7 +161,8 @@ image-test: $(STAMP) ## smoke-test the built IMAGE: predictors + trigger start, 
 pin-image: $(KUSTOMIZE) ## pin IMAGE in the ENV overlay (CI: the image of this commit)
 	cd manifests/overlays/$(ENV) && $(KUSTOMIZE) edit set image ghcr.io/constructos/ml-platform=$(IMAGE)
 
-deploy: manifests-check ## apply an overlay server-side as field manager constructos-gitops (ENV=dev|staging|prod|node)
+deploy: $(STAMP) $(KUSTOMIZE) ## check the overlay, then apply it server-side as field manager constructos-gitops (ENV=dev|staging|prod|node)
+	$(PY) -m pipelines.manifests manifests/overlays/$(ENV)
 	$(if $(filter node,$(ENV)),bash scripts/node.sh prepare $(IMAGE) && export KUBECONFIG=$(NODE_KUBECONFIG) &&) \
 	  kubectl apply -k manifests/overlays/$(ENV) --server-side --field-manager=constructos-gitops
 	$(if $(filter node,$(ENV)),bash scripts/node.sh wait-platform)

@@ -159,7 +159,8 @@ import_image() {
   "${BUILDAH[@]}" inspect --type image "$image" >/dev/null 2>&1 \
     || die "image $image is not in buildah's store: build it first (make image IMAGE=$image)"
   tmp="$(mktemp -d)"
-  "${BUILDAH[@]}" push --quiet "$image" "oci-archive:$tmp/image.tar:$image" || { rm -rf "$tmp"; die "exporting $image failed"; }
+  # uncompressed: containerd unpacks it at once (gzip would cost more than the copy)
+  "${BUILDAH[@]}" push --quiet --disable-compression "$image" "oci-archive:$tmp/image.tar:$image" || { rm -rf "$tmp"; die "exporting $image failed"; }
   ctr images import "$tmp/image.tar" >/dev/null || { rm -rf "$tmp"; die "importing $image into containerd failed"; }
   rm -rf "$tmp"
   log "imported $image into the node's containerd"
