@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from hashlib import sha256
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings
 from pipelines.streaming import health
+from pipelines.streaming.dead_letters import scrub
 from pipelines.streaming.landing_process import LandingProcess
 from pipelines.streaming.topics import dlq, ensure_topics, named
 from pipelines.streaming.trigger import Trigger
@@ -101,7 +103,10 @@ def test_a_record_with_a_non_utf8_header_key_is_dead_lettered_and_the_partition_
     headers = dict(letter.headers)
     assert headers["error.field"] == b"record" and b"CorruptRecordError" in headers["error.reason"]
     assert headers["source.offset"] == b"10" and headers["source.partition"] == b"0"
-    assert letter.value == b"" and letter.key is None  # the client gives nothing of a record it cannot decode
+    # read from the raw batch past the client, and scrubbed like any copy (PII out, the key a digest)
+    assert letter.value == scrub(bad[1], SPEC)[0] and b"customer_name" not in letter.value
+    assert letter.key == headers["key.sha256"] == sha256(b"bad-key").hexdigest().encode()
+    assert headers["value.recovered"] == b"read from the raw record batch"
     assert trigger.stats["undecodable"] == 1 and trigger.stats["landed"] == 30
 
 

@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaProducer
@@ -39,6 +39,7 @@ from feature_specs import FeatureSpec, InvalidFeature
 from pipelines.streaming.intake import ENVELOPE, Reject, decode_object, name_digest
 from pipelines.streaming.retrain_state import RetrainState
 from pipelines.streaming.topics import dlq
+from pipelines.streaming.undecodable import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class _Letter:
     record: ConsumerRecord
     reject: Reject
     spec: FeatureSpec | None
+    extra: Headers = field(default_factory=list)
     future: Any = None
     level: int = 0  # index into SHRINK
 
@@ -120,14 +122,25 @@ class DeadLetters:
         self.acked: set[Where] = acked if acked is not None else set()
         self._sent: list[_Letter] = []
 
-    def undecodable(self, topic: str, partition: int, offset: int, error: str) -> None:
-        """A dead letter for a record the client could not decode: an empty value (the client gives
-        none of its bytes), the error in ``error.reason``."""
-        record = ConsumerRecord(topic, partition, -1, offset, -1, -1, None, b"", [], None, -1, -1, -1)
-        self.send(record, Reject(-1, "record", f"undecodable by the Kafka client: {error}"), None)
+    def undecodable(
+        self, topic: str, partition: int, offset: int, error: str, raw: RawRecord | None, spec: FeatureSpec
+    ) -> None:
+        """A dead letter for a record the client could not decode, the error in ``error.reason``:
+        its key and value as read from the raw batch (``value.recovered``; scrubbed like any
+        copy), or an empty value when they could not be read."""
+        reject = Reject(-1, "record", f"undecodable by the Kafka client: {error}")
+        if raw is None:
+            record = ConsumerRecord(topic, partition, -1, offset, -1, -1, None, b"", [], None, -1, -1, -1)
+            self.send(record, reject, None)
+            return
+        value = raw.value if raw.value is not None else b""
+        record = ConsumerRecord(topic, partition, -1, offset, -1, -1, raw.key, value, [], None, -1, -1, -1)
+        self.send(record, reject, spec, [("value.recovered", b"read from the raw record batch")])
 
-    def send(self, record: ConsumerRecord, reject: Reject, spec: FeatureSpec | None) -> None:
-        letter = _Letter(record, reject, spec)
+    def send(
+        self, record: ConsumerRecord, reject: Reject, spec: FeatureSpec | None, extra: Headers | None = None
+    ) -> None:
+        letter = _Letter(record, reject, spec, extra or [])
         if letter.where in self.acked:
             return  # its batch is read again: the copy is on the DLQ already
         letter.future = self._send(letter)
@@ -184,6 +197,7 @@ class DeadLetters:
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
             *extra,
+            *letter.extra,
         ]
         key = record.key
         if key is not None and key != _event_id(value):  # any other key may be personal (or huge)

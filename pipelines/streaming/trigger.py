@@ -19,7 +19,8 @@ next batch is polled (:mod:`pipelines.streaming.landing_process`).
 **Undecodable records.** A record the Kafka client cannot decode (a header key that is not UTF-8,
 a codec it lacks: ``poll`` raises at the same offset forever) is found by
 :mod:`pipelines.streaming.undecodable`, dead-lettered with what can be said about it (source
-topic, partition, offset and the client's error; the client gives no bytes of it), counted
+topic, partition, offset and the client's error; its key and value where they can be read from
+the raw batch), counted
 (``undecodable``) and skipped by offset; the partition goes on.
 
 **Resilience.** A Kafka failure (broker down at start or gone mid-stream, a failed commit) or an
@@ -301,7 +302,7 @@ class Trigger:
                         self._landing_deaths = 0
                         self._outage.over()
                     self._look(consumer)
-                    if batch or landed or not consumer.assignment():  # busy, or still joining: not idle
+                    if batch or landed or skipped or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
                     elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
                         return
@@ -365,7 +366,9 @@ class Trigger:
         else:
             log.error("undecodable record at %s dead-lettered and skipped: %s", where, found.error)
             letters = self._letters(producer)
-            letters.undecodable(tp.topic, tp.partition, offset, found.error)
+            letters.undecodable(
+                tp.topic, tp.partition, offset, found.error, found.raw, self.specs[self.topic_model[tp.topic]]
+            )
             letters.flush()
         consumer.seek(tp, offset + 1)
         return {tp: OffsetAndMetadata(offset + 1, "", -1)}
