@@ -99,6 +99,18 @@ kserve() {
   log "built $KSERVE_DIR/manager and agent"
 }
 
+simple() {  # NAME MODULE PACKAGE VERSION DIR: a plain `go install` of one command
+  local name="$1" module="$2" pkg="$3" version="$4" dir="$5" src
+  [[ -x "$dir/$name" ]] && return
+  log "building $name $version into $dir (once)"
+  mkdir -p "$dir"
+  GOBIN="$dir/partial" CGO_ENABLED=0 go install -trimpath -ldflags=-s "$pkg@$version" || die "building $name failed."
+  mv "$dir/partial/$(basename "$pkg")" "$dir/$name" && rmdir "$dir/partial"
+  src="$(dir_of "$dir" "$module@$version" 2>/dev/null || true)"
+  if [[ -n "$src" && -f "$src/LICENSE" ]]; then cp "$src/LICENSE" "$dir/LICENSE" && chmod u+w "$dir/LICENSE"; fi
+  log "built $dir/$name"
+}
+
 coredns() { simple coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION" "$COREDNS_DIR"; }
 traefik() {
   [[ -x "$TRAEFIK_DIR/traefik" ]] && return
