@@ -44,7 +44,9 @@ def isvc_ready(node: Node, name: str) -> bool:
 def registered_versions(tracking_uri: str, model: str) -> list[int]:
     from mlflow import MlflowClient
 
-    return sorted(int(v.version) for v in MlflowClient(tracking_uri).search_model_versions(f"name='{model}'"))
+    # the registry named too: an earlier test in this process may have left mlflow's default set
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    return sorted(int(v.version) for v in client.search_model_versions(f"name='{model}'"))
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,7 @@ def host_server(
     http, grpc = free_port(), free_port()
     env = os.environ | {
         "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MLFLOW_REGISTRY_URI": mlflow_uri,
         "CONSTRUCTOS_DATA_DIR": str(tmp_path_factory.mktemp("host-serve")),
         "CONSTRUCTOS_MODEL_URI_TEMPLATE": "models:/{model}/1",
         # the server offers presigned S3 downloads, whose URLs name the bucket's in-cluster address:
