@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def trained(platform: Node, mlflow_uri: str) -> dict[str, int]:
     )
     for model in MODELS:
         platform.wait_until(
-            f"InferenceService {k8s_name(model)} Ready", lambda m=model: isvc_ready(platform, k8s_name(m)), 300
+            f"InferenceService {k8s_name(model)} Ready", partial(isvc_ready, platform, k8s_name(model)), 300
         )
     return {m: registered_versions(mlflow_uri, m)[0] for m in MODELS}
 
@@ -137,10 +138,8 @@ def outputs(answer: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_v2_rest_grpc_and_query_string_through_the_service_answer_what_make_serve_answers(
-    platform: Node, host_server: tuple[str, int], model: str
+    platform: Node, host_server: tuple[str, int], model: str, tmp_path: Path
 ) -> None:
-    import tritonclient.grpc as triton_grpc
-
     host_url, host_grpc = host_server
     ip = platform.cluster_ip(f"{k8s_name(model)}-predictor")
     body = v2_body(model, rows=5, seed=11)
@@ -159,22 +158,15 @@ def test_v2_rest_grpc_and_query_string_through_the_service_answer_what_make_serv
     assert q_node.status_code == 200, q_node.text
     assert q_node.json() == q_host.json()
 
-    # V2 gRPC with the official client, through the Service's gRPC port
-    def grpc_scores(url: str) -> dict[str, Any]:
-        client = triton_grpc.InferenceServerClient(url)
-        inputs = []
-        for tensor in body["inputs"]:
-            import numpy as np
+    # V2 gRPC with the official client (in its own process: see tests/triton_grpc_call.py), through
+    # the Service's gRPC port
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(body))
 
-            dtype = {"BYTES": object, "FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_}[tensor["datatype"]]
-            data = np.array(
-                [str(v).encode() for v in tensor["data"]] if dtype is object else tensor["data"], dtype=dtype
-            )
-            item = triton_grpc.InferInput(tensor["name"], list(data.shape), tensor["datatype"])
-            item.set_data_from_numpy(data)
-            inputs.append(item)
-        result = client.infer(model, inputs)
-        return {o.name: result.as_numpy(o.name).tolist() for o in result.get_response().outputs}
+    def grpc_scores(address: str) -> Any:
+        cmd = [sys.executable, "-m", "tests.triton_grpc_call", address, model, str(request)]
+        answer = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+        return answer["outputs"], answer["model_version"]
 
     assert grpc_scores(f"{ip}:8081") == grpc_scores(f"127.0.0.1:{host_grpc}")
 

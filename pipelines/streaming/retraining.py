@@ -44,7 +44,8 @@ class _Launches:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue()
-        self.busy = threading.Event()
+        self._unfinished = 0  # queued or running
+        self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="launch", daemon=True)
         self._thread.start()
@@ -52,25 +53,35 @@ class _Launches:
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._closed:
             raise RuntimeError("closed")
+        with self._lock:
+            self._unfinished += 1
         self._queue.put((fn, args))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        with self._lock:
+            return self._unfinished == 0
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             fn, args = item
-            self.busy.set()
             try:
                 fn(*args)
             except Exception:
                 log.exception("launch failed unexpectedly")
             finally:
-                self.busy.clear()
+                with self._lock:
+                    self._unfinished -= 1
 
     def close(self, wait_s: float) -> bool:
         """Stop taking work (what is queued stays pending in the state); True if nothing runs after ``wait_s``."""
         self._closed = True
         while True:  # drop what has not started
             try:
-                self._queue.get_nowait()
+                if self._queue.get_nowait() is not None:
+                    with self._lock:
+                        self._unfinished -= 1
             except queue.Empty:
                 break
         self._queue.put(None)
@@ -111,6 +122,11 @@ class Retrainer:
         for key in release_leases():
             log.warning("launch %s handed back unfinished: the next trigger to start runs it again", key)
         return True
+
+    @property
+    def idle(self) -> bool:
+        """No launch queued, running or waiting to be tried again."""
+        return self._launches.idle and not self._retries
 
     def check_new_rows(self, model: str) -> None:
         if self.state.pending(model):

@@ -302,7 +302,8 @@ class Trigger:
                         self._landing_deaths = 0
                         self._outage.over()
                     self._look(consumer)
-                    if batch or landed or skipped or not consumer.assignment():  # busy, or still joining: not idle
+                    busy = batch or landed or skipped or not self.retrainer.idle
+                    if busy or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
                     elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
                         return
