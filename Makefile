@@ -24,7 +24,7 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml uv.lock
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
-	uv sync --frozen --group docs
+	uv sync --frozen --group docs --group erp
 	@touch $@
 
 install: $(STAMP) ## build .venv from the lock file (uv)
