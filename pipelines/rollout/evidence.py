@@ -5,7 +5,7 @@
 ``request_predict_seconds`` joined on ``pod`` with ``constructos_model_info`` (the histogram has no
 version label; each canary pod serves one version) or, for a shadow, ``constructos_shadow_seconds``;
 the score shift from the ``constructos_prediction_score``/``_value`` buckets; live accuracy from the
-monitoring service's ``constructos_live_metric``. httpx is already a dependency (kserve).
+monitoring service's ``constructos_live_metric``. It queries with httpx (a runtime dependency).
 
 **Inference log** (default): the model's records of the last ``since_s`` seconds from
 ``mlops.inference-log`` and its outcome events, read from Kafka up to the current end offsets.
