@@ -50,6 +50,11 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+.PHONY: docs
+docs: $(STAMP) ## the docs site in build/site: reference pages generated from the code, then mkdocs build --strict
+	$(HERMETIC) $(PY) docs/gen_reference.py
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
 # --- serving -------------------------------------------------------------------------------
 serve: $(STAMP) ## serve every model (one per feature spec) (REST on HTTP_PORT=8080, gRPC on GRPC_PORT=8081) from the MLflow @champion versions
 	$(PY) -m predictors --http_port=$(HTTP_PORT) --grpc_port=$(GRPC_PORT)
@@ -225,3 +230,13 @@ pipeline-s3: $(STAMP) ## make pipeline on the stores of stores-up: landing + art
 	  CONSTRUCTOS_ARTIFACTS_URI=$${CONSTRUCTOS_ARTIFACTS_URI:-s3://$$CONSTRUCTOS_STORES_BUCKET/artifacts} && \
 	  $(MAKE) --no-print-directory pipeline
 
+
+# --- the example ERP's broker: RabbitMQ for its Celery workers -------------------------------
+.PHONY: rabbitmq-up rabbitmq-down
+RABBITMQ_PORT ?= 55672
+
+rabbitmq-up: ## start RabbitMQ (Debian's rabbitmq-server, installed when missing) on RABBITMQ_PORT, data in DATA_DIR/rabbitmq: the example ERP's Celery broker
+	RABBITMQ_PORT=$(RABBITMQ_PORT) bash scripts/rabbitmq.sh up
+
+rabbitmq-down: ## stop that RabbitMQ (its data is kept)
+	RABBITMQ_PORT=$(RABBITMQ_PORT) bash scripts/rabbitmq.sh down
