@@ -35,7 +35,8 @@ def test_commit_is_all_or_nothing_and_other_replicas_catch_up(store: Store, tmp_
     assert not one.committed("m", "part-b.parquet") and one.rows("m") == 2  # nothing of part-b recorded
     assert two.commit("m", "part-c.parquet", {"e3": 3}) == []
     assert one.rows("m") == 3 and one.landed("m", ["e3"]) == {"e3": 3}
-    assert json.loads(store.read_bytes(log_key("m", 1))) == {"part": "part-c.parquet", "ids": ["e3"], "digests": [3]}
+    entry = {"part": "part-c.parquet", "ids": ["e3"], "digests": [3], "scheme": 2}
+    assert json.loads(store.read_bytes(log_key("m", 1))) == entry
     assert not store.exists(log_key("m", 2)) and one.rows("other") == 0
 
 

@@ -35,20 +35,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator
+from pipelines.streaming.digests import legacy_digests, row_digests
 
 ENVELOPE = ("event_id", "occurred_at")
 MAX_EVENT_ID = 200
 UNKNOWN_FIELD = "unknown_field"  # the reject's field for a name the spec does not know (never the name)
 _KEY_END = re.compile(rb'"\s*:')  # ends every key of a JSON object (and may end some strings)
 _decode = json.JSONDecoder().decode  # on str: twice as fast as json.loads on bytes
-_FNV_PRIME, _NULL = np.uint64(1099511628211), np.uint64(0x9E3779B97F4A7C15)
 _ARROW = {"float": pa.float64(), "int": pa.int64(), "category": pa.string(), "bool": pa.bool_()}
 
 
@@ -112,20 +109,13 @@ class Intake:
         return good, rejects, None if bad else columns
 
     def digests(self, table: pa.Table) -> list[int]:
-        """Per row of a :meth:`table`, 64 bits that tell two versions of an event apart: a hash of its
-        landed values (so ``3`` and ``3.0`` for an int feature, or a re-ordered JSON, are the same)."""
-        acc = np.zeros(table.num_rows, dtype=np.uint64)
-        for name in self._landed:
-            column = table.column(name).combine_chunks()
-            if pa.types.is_string(column.type):  # hash each distinct string once
-                encoded = pc.dictionary_encode(column)
-                distinct = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
-                codes = encoded.indices.fill_null(-1).to_numpy()
-                hashed = np.where(codes >= 0, distinct[np.maximum(codes, 0)] if len(distinct) else 0, _NULL)
-            else:  # numbers and booleans as float64 (exact for ints below 2**53); null is NaN
-                hashed = pd.util.hash_array(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
-            acc = (acc * _FNV_PRIME) ^ hashed.astype(np.uint64)
-        return list(acc.view(np.int64).tolist())
+        """Per row of a :meth:`table`, 64 bits that tell two versions of an event apart: the specified
+        digest of its landed values (:func:`~pipelines.streaming.digests.row_digests`)."""
+        return row_digests(table, self._landed)
+
+    def legacy_digests(self, table: pa.Table) -> list[int]:
+        """:meth:`digests` as indexes written before the specified scheme hold them (read only)."""
+        return legacy_digests(table, self._landed)
 
     def table(
         self, events: Sequence[dict[str, Any]], landed_at: str, known: dict[str, list[Any]] | None = None

@@ -3,7 +3,9 @@
 An event id lands once (:func:`pipelines.streaming.landing.land`). The same id again with the same
 content (a digest of its landed values) is a *duplicate*: counted, skipped. With *different*
 content it is a *conflict*: the first landed version wins, the newcomer is refused with reason
-``conflicting-duplicate`` (the trigger dead-letters it).
+``conflicting-duplicate`` (the trigger dead-letters it). An id landed before the specified digest
+scheme holds a legacy digest: the newcomer is compared in that scheme
+(:mod:`pipelines.streaming.digests`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from pipelines.storage import Store
 from pipelines.streaming import landing
+from pipelines.streaming.digests import Legacy
 from pipelines.streaming.intake import Intake, Reject
 from pipelines.streaming.landing_index import LandingIndex
 
@@ -47,8 +52,21 @@ def land_batch(
         winner |= index.landed(model, lost)  # another replica landed these first
     winner |= {event_id: digest for event_id, digest in fresh.items() if event_id not in winner}
     landed_here = {versions[first[e][0]][0] for e in fresh if e not in lost}
+    versions = _in_winners_scheme(intake, table, versions, winner)
     conflicts = [i for i, event_id, digest in versions if i not in landed_here and digest != winner[event_id]]
     rejects += [Reject(i, "event_id", CONFLICT) for i in conflicts]
     rejects.sort(key=lambda r: r.index)
     duplicates = len(good) - len(landed_here) - len(conflicts)
     return Outcome(rejects, len(landed_here), duplicates, len(conflicts), sorted(landed_here))
+
+
+def _in_winners_scheme(
+    intake: Intake, table: pa.Table, versions: list[tuple[int, str, int]], winner: dict[str, int]
+) -> list[tuple[int, str, int]]:
+    """``versions`` with the digest of each row whose id was landed under the legacy scheme
+    recomputed in that scheme (rare: replays of events landed before the upgrade)."""
+    old = [row for row, (_, event_id, _) in enumerate(versions) if isinstance(winner[event_id], Legacy)]
+    if not old:
+        return versions
+    legacy = dict(zip(old, intake.legacy_digests(table.take(old)), strict=True))
+    return [(i, event_id, legacy.get(row, digest)) for row, (i, event_id, digest) in enumerate(versions)]

@@ -23,6 +23,14 @@ How the landing store uses it (:func:`pipelines.streaming.landing.land`): write 
 temporary name (invisible) → ``commit`` → publish it (rename). A crash before the commit leaves
 garbage and no ids; after it, the next replica to start or take partitions publishes the part.
 So a row is visible at most once, and a replayed batch finds its ids landed.
+
+**Digest formats: both are read.** Each id's digest is stored with its scheme
+(:mod:`pipelines.streaming.digests`): 2, the specified blake2b digest that every commit writes,
+or 1, the legacy pandas one that indexes written before it hold. Opening such an index adds the
+``scheme`` column with default 1 (a schema change only: no row is rewritten, and a replica still
+running the old code keeps writing rows marked legacy, which they are). ``landed`` returns a
+legacy digest as :class:`~pipelines.streaming.digests.Legacy`, and the caller compares it with the
+newcomer's legacy digest, so a replay of an id landed before the upgrade is still a duplicate.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from pipelines.streaming.digests import BLAKE2B, LEGACY, Legacy
 from pipelines.streaming.state_db import connect, write
 
 CHUNK = 900  # ids per SQL statement (well below SQLite's host-parameter limit)
@@ -58,7 +67,8 @@ class SqliteIndex:
         with self._lock:
             return self._select(self._db(model), "digest", ids)
 
-    def commit(self, model: str, part: str, entries: Mapping[str, int]) -> list[str]:
+    def commit(self, model: str, part: str, entries: Mapping[str, int], scheme: int = BLAKE2B) -> list[str]:
+        """``scheme``: of the digests in ``entries`` (a log written before scheme 2 replays legacy ones)."""
         with self._lock:
             db = self._db(model)
             db.execute("BEGIN IMMEDIATE")
@@ -66,8 +76,8 @@ class SqliteIndex:
                 part_id = db.execute("INSERT INTO parts (name, rows) VALUES (?, ?)", (part, len(entries))).lastrowid
                 before = db.total_changes
                 db.executemany(
-                    "INSERT OR IGNORE INTO ids (event_id, digest, part) VALUES (?, ?, ?)",
-                    ((event_id, entries[event_id], part_id) for event_id in sorted(entries)),
+                    "INSERT OR IGNORE INTO ids (event_id, digest, part, scheme) VALUES (?, ?, ?, ?)",
+                    ((event_id, entries[event_id], part_id, scheme) for event_id in sorted(entries)),
                 )
                 if db.total_changes - before < len(entries):  # some were landed first: all or nothing
                     owners = self._select(db, "part", list(entries))
@@ -107,8 +117,10 @@ class SqliteIndex:
                 db.execute("CREATE TABLE IF NOT EXISTS parts (id INTEGER PRIMARY KEY, name TEXT UNIQUE, rows INTEGER)")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS ids (event_id TEXT PRIMARY KEY, digest INTEGER NOT NULL,"
-                    " part INTEGER NOT NULL) WITHOUT ROWID"
+                    f" part INTEGER NOT NULL, scheme INTEGER NOT NULL DEFAULT {LEGACY}) WITHOUT ROWID"
                 )
+                if "scheme" not in {row[1] for row in db.execute("PRAGMA table_info(ids)")}:  # written before scheme 2
+                    db.execute(f"ALTER TABLE ids ADD COLUMN scheme INTEGER NOT NULL DEFAULT {LEGACY}")
                 db.execute("CREATE TABLE IF NOT EXISTS counts (rows INTEGER NOT NULL)")
                 if db.execute("SELECT count(*) FROM counts").fetchone()[0] == 0:
                     db.execute("INSERT INTO counts VALUES (0)")
@@ -117,9 +129,11 @@ class SqliteIndex:
 
     @staticmethod
     def _select(db: sqlite3.Connection, column: str, ids: Sequence[str]) -> dict[str, int]:
+        """``column`` of each landed id of ``ids``; a digest of the legacy scheme as :class:`Legacy`."""
         found: dict[str, int] = {}
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            query = f"SELECT event_id, {column} FROM ids WHERE event_id IN ({','.join('?' * len(chunk))})"
-            found.update(db.execute(query, chunk).fetchall())
+            query = f"SELECT event_id, {column}, scheme FROM ids WHERE event_id IN ({','.join('?' * len(chunk))})"
+            for event_id, value, scheme in db.execute(query, chunk):
+                found[event_id] = Legacy(value) if column == "digest" and scheme == LEGACY else value
         return found

@@ -1,6 +1,8 @@
 """The landing index on an object store: an append-only commit log per model, shared by replicas.
 
-``_index/<model>/<seq:020d>.json`` holds one committed part: ``{"part", "ids", "digests"}``. A
+``_index/<model>/<seq:020d>.json`` holds one committed part: ``{"part", "ids", "digests", "scheme"}``
+(``scheme``: of the digests, :mod:`pipelines.streaming.digests`; an entry written before scheme 2
+has none and is read as legacy, both formats are read). A
 replica commits by creating the next sequence number with a conditional create
 (:meth:`pipelines.storage.Store.put_if_absent`): of two replicas racing for a number exactly one
 wins, the other reads the winner's entry and tries again, so the log is a total order of commits
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from pipelines.settings import Settings
 from pipelines.storage import Store
+from pipelines.streaming.digests import BLAKE2B, LEGACY
 from pipelines.streaming.landing_index import LandingIndex, SqliteIndex
 
 PREFIX = "_index"
@@ -53,7 +56,8 @@ class LogIndex:
 
     def commit(self, model: str, part: str, entries: Mapping[str, int]) -> list[str]:
         ids = sorted(entries)
-        body = json.dumps({"part": part, "ids": ids, "digests": [entries[i] for i in ids]}, separators=(",", ":"))
+        entry = {"part": part, "ids": ids, "digests": [entries[i] for i in ids], "scheme": BLAKE2B}
+        body = json.dumps(entry, separators=(",", ":"))
         with self._lock:
             while True:
                 seq = self._catch_up(model)
@@ -62,7 +66,7 @@ class LogIndex:
                 if taken := self.cache.landed(model, ids):
                     return list(taken)
                 if self.store.put_if_absent(log_key(model, seq), body.encode()):
-                    self._apply(model, part, ids, [entries[i] for i in ids])
+                    self._apply(model, part, ids, [entries[i] for i in ids], BLAKE2B)
                     return []
 
     def committed(self, model: str, part: str) -> bool:
@@ -86,13 +90,13 @@ class LogIndex:
                 entry = json.loads(self.store.read_bytes(log_key(model, seq)))
             except FileNotFoundError:
                 return seq
-            self._apply(model, entry["part"], entry["ids"], entry["digests"])
+            self._apply(model, entry["part"], entry["ids"], entry["digests"], entry.get("scheme", LEGACY))
 
-    def _apply(self, model: str, part: str, ids: list[str], digests: list[int]) -> None:
+    def _apply(self, model: str, part: str, ids: list[str], digests: list[int], scheme: int) -> None:
         if self.cache.committed(model, part):
             return  # another process sharing the cache applied it
         try:
-            clash = self.cache.commit(model, part, dict(zip(ids, digests, strict=True)))
+            clash = self.cache.commit(model, part, dict(zip(ids, digests, strict=True)), scheme)
         except sqlite3.IntegrityError:  # the same, in the instant between the check and the commit
             return
         if clash:
