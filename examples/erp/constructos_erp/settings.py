@@ -2,6 +2,7 @@
 
 ERP_DATABASE_URL              postgresql://user:password@host:port/database
 CELERY_BROKER_URL             amqp://guest:guest@127.0.0.1:55672//   (make rabbitmq-up)
+ERP_CELERY_QUEUE              the queue of the ERP's tasks (default erp)
 ERP_PUBLISH_INTERVAL_S        how often Celery beat runs each service's extract-and-publish task
 ERP_PUBLISH_CHUNK             rows per published chunk (the watermark advances after each)
 ERP_PUBLISH_PAUSE_S           pause between chunks (spreads the load on the database and broker)
@@ -62,6 +63,7 @@ CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task: the task is delivered 
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ERP_CELERY_QUEUE", "erp")
 PUBLISH_INTERVAL_S = float(os.environ.get("ERP_PUBLISH_INTERVAL_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     f"{app}-publish": {"task": f"{app}.tasks.publish", "schedule": PUBLISH_INTERVAL_S}
