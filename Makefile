@@ -53,7 +53,7 @@ fmt: $(STAMP) ## format the code
 .PHONY: docs
 docs: $(STAMP) ## the docs site in build/site: reference pages generated from the code, then mkdocs build --strict
 	$(HERMETIC) $(PY) docs/gen_reference.py
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # --- serving -------------------------------------------------------------------------------
 serve: $(STAMP) ## serve every model (one per feature spec) (REST on HTTP_PORT=8080, gRPC on GRPC_PORT=8081) from the MLflow @champion versions
