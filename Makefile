@@ -32,11 +32,15 @@ install: $(STAMP) ## build .venv from the lock file (uv)
 # tests are hermetic: they make their own data dirs and stores, never the user's
 HERMETIC := env -u MLFLOW_TRACKING_URI -u CONSTRUCTOS_DATA_DIR
 
-test: $(STAMP) $(KUSTOMIZE) ## run every test (starts Kafka itself when a test needs it)
-	$(HERMETIC) $(PY) -m pytest --durations=25
+# one pytest-xdist worker per core; a test file stays on one worker (its module fixtures run once)
+TEST_WORKERS ?= auto
+PYTEST := $(HERMETIC) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+test: $(STAMP) $(KUSTOMIZE) ## run every test on every core (starts Kafka itself when a test needs it); the 25 slowest listed
+	$(PYTEST) --durations=25
 
 test-unit: $(STAMP) ## fast in-process tests only
-	$(HERMETIC) $(PY) -m pytest -m "not integration"
+	$(PYTEST) -m "not integration" --durations=10
 
 lint: $(STAMP) ## ruff + mypy + the manifests are what the specs render
 	$(VENV)/bin/ruff check .

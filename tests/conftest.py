@@ -28,6 +28,24 @@ os.environ.setdefault("CONSTRUCTOS_DATA_DIR", tempfile.mkdtemp(prefix="construct
 ROOT = Path(__file__).resolve().parents[1]
 STRAYS = ("mlruns", "mlflow.db", "data")
 
+#: The longest test files, started first so that no worker is left with one of them at the end
+#: (``make test`` hands each file whole to one of its workers, in this order).
+SLOWEST_FIRST = (
+    "test_node_platform.py",
+    "test_closed_loop.py",
+    "test_trigger_training.py",
+    "test_erp.py",
+    "test_launch.py",
+    "test_pipeline.py",
+    "test_add_a_model.py",
+    "test_model_quality.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_written_into_the_checkout() -> Iterator[None]:

@@ -1,7 +1,7 @@
 """A real Kafka broker for the tests, started with the same script as ``make kafka-up``.
 
 ``kafka_broker`` (session): reuses a broker that answers at ``KAFKA_BOOTSTRAP`` (default
-127.0.0.1:9092), or starts one in a temporary folder and stops it at the end of the session.
+127.0.0.1:9092), or starts one for the run (one for all pytest-xdist workers) and stops it at the end.
 ``kafka_settings``: settings of an isolated world on that broker (own topic prefix, data dir and
 consumer group), so tests neither see nor disturb each other's data.
 ``Broker`` runs one of its own (tests that stop it); ``TriggerProcess`` runs ``python -m pipelines.streaming.trigger``.
@@ -10,16 +10,18 @@ consumer group), so tests neither see nor disturb each other's data.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,19 +140,41 @@ class TriggerProcess:
         return "".join(self.lines[-40:])
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address of a running broker."""
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    if answers(bootstrap):
-        yield bootstrap
+#: where the broker the tests start themselves lives: one per run, shared by the pytest-xdist workers
+#: (they inherit this from the controller, which stops the broker at the end of the run).
+SHARED_HOME = "CONSTRUCTOS_TEST_KAFKA_HOME"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
+        os.environ[SHARED_HOME] = tempfile.mkdtemp(prefix="constructos-test-kafka-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not (home := os.environ.pop(SHARED_HOME, "")):
         return
-    broker = Broker(bootstrap, tmp_path_factory.mktemp("kafka"))
-    broker.up()
-    try:
-        yield bootstrap
-    finally:
-        broker.down()
+    if (Path(home) / "broker").exists():
+        Broker(_bootstrap(), Path(home) / "broker").down()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> str:
+    """Bootstrap address of a running broker: the one at ``KAFKA_BOOTSTRAP``, or one started for this
+    run by the first worker that needs it (the others wait for it on a lock)."""
+    bootstrap = _bootstrap()
+    if answers(bootstrap):
+        return bootstrap
+    home = Path(os.environ[SHARED_HOME])
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not answers(bootstrap):
+            Broker(bootstrap, home / "broker").up()
+    return bootstrap
 
 
 def isolated_settings(bootstrap: str, data_dir: Path) -> Settings:
