@@ -1,3 +1,4 @@
+# mypy: strict-equality
 """Start a training run from code (the Kafka trigger calls this): kfp.local or a KFP endpoint,
 chosen by ``settings.pipeline_runner``.
 
@@ -19,6 +20,10 @@ clocks: the lease must be much longer than the clock skew between pods.
 **Handing back.** A trigger that stops while a launch runs (SIGTERM) does not wait for it:
 :func:`release_leases` ends every lease this process holds (``lease_until`` 0, no run id), so the
 key's next launcher takes it over at once as an interrupted attempt instead of after the lease.
+
+The document is :class:`~pipelines.streaming.ledger_docs.LaunchDoc`. Its final status depends on
+the runner: ``finished`` for ``local`` (the run ran in this process and has ended), ``launched``
+for ``kfp`` and ``dry-run`` (submitted), ``failed`` for any runner; ledgers written so stay readable.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 from pipelines.settings import get_settings
 from pipelines.storage import Store, StoreUnavailable
 from pipelines.streaming import ledger
-from pipelines.streaming.ledger import Doc
+from pipelines.streaming.ledger_docs import LaunchDoc, LaunchOutcome, LaunchStatus
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +70,7 @@ def release_leases() -> list[str]:
 class Lease:
     """The key's ledger document while this process launches it, renewed by a heartbeat thread."""
 
-    def __init__(self, store: Store, key: str, record: Doc, ttl: float) -> None:
+    def __init__(self, store: Store, key: str, record: LaunchDoc, ttl: float) -> None:
         self.store, self.name, self.record, self.ttl = store, ledger_key(key), record, ttl
         self.tag: str | None = None
         self.lost = False
@@ -96,7 +101,7 @@ class Lease:
         self.lost = self.released = True  # the abandoned run's outcome is no longer this process's to write
         return released
 
-    def finish(self, changes: Doc) -> None:
+    def finish(self, changes: LaunchOutcome) -> None:
         """Stop renewing and write the outcome, unless someone took the key over meanwhile."""
         self._stop.set()
         self._thread.join()
@@ -107,7 +112,7 @@ class Lease:
             return
         for pause in (1, 2, 4, 8, 0):  # the store may be away for a moment: the run did happen
             try:
-                if not self.lost and self._swap(self.record | changes | {"lease_until": 0.0}):
+                if not self.lost and self._swap({**self.record, **changes, "lease_until": 0.0}):
                     return
                 break
             except StoreUnavailable:
@@ -116,20 +121,20 @@ class Lease:
                 time.sleep(pause)
         log.error("launch %s: lease lost; its outcome %s is not recorded", self.record["key"], changes)
 
-    def _renewed(self) -> Doc:
+    def _renewed(self) -> LaunchDoc:
         return self.record | {"lease_until": time.time() + self.ttl}
 
-    def _swap(self, record: Doc) -> bool:
+    def _swap(self, record: LaunchDoc) -> bool:
         """Replace our version of the document; False if it is no longer ours. A version we do not
         know but still hold is our own earlier write whose answer was lost: written over once more."""
         if self.tag is None or not ledger.write(self.store, self.name, record, self.tag):
-            current, self.tag = ledger.read(self.store, self.name)
+            current, self.tag = ledger.read(self.store, self.name, LaunchDoc)
             if not self._ours(current) or not ledger.write(self.store, self.name, record, self.tag):
                 return False
-        current, self.tag = ledger.read(self.store, self.name)
+        current, self.tag = ledger.read(self.store, self.name, LaunchDoc)
         return self._ours(current)
 
-    def _ours(self, current: Doc | None) -> bool:
+    def _ours(self, current: LaunchDoc | None) -> bool:
         return current is not None and current.get("holder") == self.record["holder"]
 
     def _renew(self) -> None:
@@ -151,18 +156,26 @@ def launch_training(model: str, *, key: str, **params: Any) -> str:
     settings = get_settings()
     store = settings.ledger_store
     while True:
-        previous, tag = ledger.read(store, ledger_key(key))
-        previous = previous or {}
-        if previous.get("run_id"):
+        previous, tag = ledger.read(store, ledger_key(key), LaunchDoc)
+        if previous and previous.get("run_id"):
             log.info("launch: key %s already launched: run %s", key, previous["run_id"])
             return str(previous["run_id"])
-        if previous.get("status") == "failed":
+        if previous and previous.get("status") == "failed":
             raise RuntimeError(f"launch {key} failed before: {previous.get('error', '')[:500]}")
-        if (left := float(previous.get("lease_until", 0)) - time.time()) > 0:
+        if previous and (left := float(previous.get("lease_until", 0)) - time.time()) > 0:
             raise LaunchInProgress(f"launch {key} is running in {previous.get('holder')}", retry_in=left)
-        attempt = int(previous.get("attempt", 0)) + 1
-        record = {"model": model, "key": key, "runner": settings.pipeline_runner, "attempt": attempt}
-        record |= {"status": "running", "started": time.time(), "run_id": "", "holder": _holder()}
+        attempt = int(previous.get("attempt", 0)) + 1 if previous else 1
+        record: LaunchDoc = {
+            "model": model,
+            "key": key,
+            "runner": settings.pipeline_runner,
+            "attempt": attempt,
+            "status": "running",
+            "started": time.time(),
+            "run_id": "",
+            "holder": _holder(),
+            "lease_until": 0.0,  # every write sets it: the lease's end, or 0 once over
+        }
         lease = Lease(store, key, record, settings.launch_lease_s)
         if lease.take(tag):
             break
@@ -193,6 +206,6 @@ def _launch(lease: Lease, model: str, key: str, params: dict[str, Any]) -> str:
     except Exception as exc:
         lease.finish({"status": "failed", "error": str(exc)[:2000]})
         raise
-    status = "finished" if settings.pipeline_runner == "local" else "launched"
+    status: LaunchStatus = "finished" if settings.pipeline_runner == "local" else "launched"
     lease.finish({"status": status, "run_id": run_id})
     return str(run_id)

@@ -1,3 +1,4 @@
+# mypy: strict-equality
 """The trigger's memory, shared by its replicas: JSON documents on the ledger store
 (``Settings.ledger_uri``, a folder or ``s3://``), written by conditional create and compare-and-swap
 (:mod:`pipelines.streaming.ledger`).
@@ -26,6 +27,8 @@ topic, partition, offset and error). Both are on the ledger store, not on a repl
 poison record must never be lost with a pod, and a partition that moves to another replica keeps
 its count (the counter is a compare-and-swap too; these are rare, small writes).
 
+The documents' fields and statuses are typed in :mod:`pipelines.streaming.ledger_docs`.
+
 A state file of older versions (``<data_dir>/trigger/state.sqlite3``) is not read: a fresh ledger
 starts with no baselines, so the first run of each model comes after ``min_new_rows`` rows again.
 """
@@ -36,11 +39,19 @@ import hashlib
 import json
 from collections.abc import Set
 from datetime import UTC, datetime
-from typing import Any
+from typing import Unpack
 
 from pipelines.storage import Store
 from pipelines.streaming import ledger
-from pipelines.streaming.ledger import Doc
+from pipelines.streaming.ledger_docs import (
+    AttemptsDoc,
+    KeyDetails,
+    KeyDoc,
+    KeyStatus,
+    ModelDoc,
+    PoisonDoc,
+    RequestDoc,
+)
 
 
 def _now() -> str:
@@ -66,27 +77,29 @@ class RetrainState:
     # -- retraining ---------------------------------------------------------------------
 
     def rows_at_last_run(self, model: str) -> int:
-        doc, _ = ledger.read(self.store, _model_doc(model))
+        doc, _ = ledger.read(self.store, _model_doc(model), ModelDoc)
         return int(doc["rows"]) if doc else 0
 
-    def get(self, key: str) -> Doc | None:
-        return ledger.read(self.store, _key_doc(key))[0]
+    def get(self, key: str) -> KeyDoc | None:
+        return ledger.read(self.store, _key_doc(key), KeyDoc)[0]
 
-    def pending(self, model: str | None = None) -> list[tuple[str, Doc]]:
+    def pending(self, model: str | None = None) -> list[tuple[str, KeyDoc]]:
         """Pending keys (of ``model``, or of every model), read from their own documents."""
         names = [_model_doc(model)] if model else self.store.list_keys("models", ".json")
-        models = [doc for doc in map(self._read, names) if doc]
-        entries = [self._read(_key_doc(key)) for doc in models for key in doc["pending"]]
+        models = [doc for name in names if (doc := ledger.read(self.store, name, ModelDoc)[0])]
+        entries = [self.get(key) for doc in models for key in doc["pending"]]
         found = [(e["key"], e) for e in entries if e and e["status"] == "pending"]
         for doc in models:  # a settle whose replica died before updating the model's document
             if stale := set(doc["pending"]) - {k for k, _ in found}:
                 self._index(doc["model"], drop=stale)
         return sorted(found)
 
-    def claim(self, key: str, model: str, status: str, *, rows: int | None = None, **details: Any) -> bool:
+    def claim(
+        self, key: str, model: str, status: KeyStatus, *, rows: int | None = None, **details: Unpack[KeyDetails]
+    ) -> bool:
         """Record ``key`` with ``status`` unless some replica recorded it before (then False);
         ``rows`` also moves the model's baseline."""
-        entry = _entry({"key": key, "model": model}, status, rows, details)
+        entry = _entry(_new(key, model), status, rows, details)
         if self.store.put_if_absent(_key_doc(key), ledger.dumps(entry)):
             self._index(model, entry)
             return True
@@ -94,17 +107,22 @@ class RetrainState:
             self._index(model, existing)
         return False
 
-    def record(self, key: str, model: str, status: str, *, rows: int | None = None, **details: Any) -> None:
+    def record(
+        self, key: str, model: str, status: KeyStatus, *, rows: int | None = None, **details: Unpack[KeyDetails]
+    ) -> None:
         """Set a key's status (merging ``details``); ``rows`` also moves the model's baseline."""
-        base = {"key": key, "model": model}
-        entry, _ = ledger.update(self.store, _key_doc(key), lambda cur: _entry(cur or base, status, rows, details))
+
+        def recorded(cur: KeyDoc | None) -> KeyDoc:
+            return _entry(cur or _new(key, model), status, rows, details)
+
+        entry, _ = ledger.update(self.store, _key_doc(key), recorded)
         assert entry is not None
         self._index(model, entry)
 
-    def settle(self, key: str, status: str, **details: Any) -> bool:
+    def settle(self, key: str, status: KeyStatus, **details: Unpack[KeyDetails]) -> bool:
         """Move a ``pending`` key to ``status``; False if it was not pending (settled by another replica)."""
 
-        def settled(cur: Doc | None) -> Doc | None:
+        def settled(cur: KeyDoc | None) -> KeyDoc | None:
             return _entry(cur, status, None, details) if cur and cur["status"] == "pending" else None
 
         entry, written = ledger.update(self.store, _key_doc(key), settled)
@@ -112,10 +130,10 @@ class RetrainState:
             self._index(entry["model"], entry)
         return written
 
-    def _index(self, model: str, entry: Doc | None = None, drop: Set[str] = frozenset()) -> None:
+    def _index(self, model: str, entry: KeyDoc | None = None, drop: Set[str] = frozenset()) -> None:
         """Bring the model's document in line with ``entry`` (idempotent: baselines only grow)."""
 
-        def change(doc: Doc | None) -> Doc:
+        def change(doc: ModelDoc | None) -> ModelDoc:
             doc = doc or {"model": model, "rows": 0, "pending": []}
             pending = set(doc["pending"]) - drop
             if entry is not None:
@@ -126,16 +144,13 @@ class RetrainState:
 
         ledger.update(self.store, _model_doc(model), change)
 
-    def _read(self, name: str) -> Doc | None:
-        return ledger.read(self.store, name)[0]
-
     def request_owner(self, model: str, reason: str, where: str, at_ms: int, cooldown_s: float) -> str:
         """The request (``where``) that a request without id at ``where`` (record time ``at_ms``)
         counts as: an earlier one for the same model and reason within ``cooldown_s``, or itself."""
         digest = hashlib.sha256(reason.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         name = f"requests/{ledger.safe_name(model)}-{digest}.json"
 
-        def change(cur: Doc | None) -> Doc | None:
+        def change(cur: RequestDoc | None) -> RequestDoc | None:
             if cur and (cur["where"] == where or abs(at_ms - int(cur["at_ms"])) < cooldown_s * 1000):
                 return None
             return {"model": model, "where": where, "at_ms": at_ms}
@@ -149,20 +164,29 @@ class RetrainState:
     def failed_attempt(self, topic: str, partition: int, offset: int) -> int:
         """Count one more failure to dead-letter a record; returns the failures so far."""
         name = _record_doc("attempts", topic, partition, offset)
-        doc, _ = ledger.update(self.store, name, lambda cur: {"failures": int((cur or {}).get("failures", 0)) + 1})
+
+        def counted(cur: AttemptsDoc | None) -> AttemptsDoc:
+            return {"failures": int(cur.get("failures", 0) if cur else 0) + 1}
+
+        doc, _ = ledger.update(self.store, name, counted)
         assert doc is not None
         return int(doc["failures"])
 
     def poisoned(self, topic: str, partition: int, offset: int, error: str) -> None:
-        record = {"topic": topic, "partition": partition, "offset": offset, "error": error, "at": _now()}
+        record: PoisonDoc = {"topic": topic, "partition": partition, "offset": offset, "error": error, "at": _now()}
         self.store.put(_record_doc("poison", topic, partition, offset), ledger.dumps(record))
 
-    def poison(self) -> list[dict[str, Any]]:
+    def poison(self) -> list[PoisonDoc]:
         """Every record skipped because it could not be dead-lettered, oldest first."""
         found = self.store.read_many(self.store.list_keys("poison", ".json"))
         return sorted((json.loads(b) for b in found.values()), key=lambda r: (r["at"], r["offset"]))
 
 
-def _entry(base: Doc, status: str, rows: int | None, details: dict[str, Any]) -> Doc:
-    entry = base | details | {"status": status, "at": _now()}
+def _new(key: str, model: str) -> KeyDoc:
+    """A key's document before it has a status (:func:`_entry` gives it one)."""
+    return {"key": key, "model": model, "status": "pending", "at": ""}
+
+
+def _entry(base: KeyDoc, status: KeyStatus, rows: int | None, details: KeyDetails) -> KeyDoc:
+    entry: KeyDoc = {**base, **details, "status": status, "at": _now()}
     return entry if rows is None else entry | {"baseline": rows}

@@ -1,3 +1,4 @@
+# mypy: strict-equality
 """When the trigger launches training, once per trigger key across all its replicas.
 
 A model is retrained when its rows landed since its last run reach ``retrain.min_new_rows`` (and
@@ -19,7 +20,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from kafka.consumer.fetcher import ConsumerRecord
 
@@ -34,6 +35,15 @@ from pipelines.streaming.retrain_state import RetrainState
 log = logging.getLogger("pipelines.streaming.trigger")
 
 Launcher = Callable[..., str]
+
+
+class LaunchDetails(TypedDict, total=False):
+    """What a launch's key records about its cause, besides the reason."""
+
+    new_rows: int
+    request_id: str
+
+
 #: pause before trying a launch again whose ledger store was unreachable.
 STORE_RETRY_S = 10.0
 
@@ -169,7 +179,7 @@ class Retrainer:
             log.info("%s: resuming the launch of %s", entry["model"], key)
             self._launches.submit(self._run, entry["model"], key)
 
-    def _launch(self, model: str, key: str, reason: str, **details: Any) -> None:
+    def _launch(self, model: str, key: str, reason: str, **details: Unpack[LaunchDetails]) -> None:
         rows = self.index.rows(model)
         if not self.state.claim(key, model, "pending", rows=rows, reason=reason, landed_rows=rows, **details):
             return  # claimed before: a replayed batch or request, or another replica
