@@ -117,6 +117,7 @@ class Client:
         self._breaker_args = (breaker_failures, breaker_reset_s)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._contracts: dict[str, dict[str, Any]] = {}
+        self._types: dict[str, dict[str, str]] = {}  # V2 datatype per feature, from the contract
         self._lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------
@@ -175,6 +176,8 @@ class Client:
                 raise
             self._emit(call, "ok", False)
             self._contracts[model] = found
+            properties = found.get("properties", {})
+            self._types[model] = {k: v["x-v2-datatype"] for k, v in properties.items() if "x-v2-datatype" in v}
         return self._contracts[model]
 
     def check(self, model: str, row: Mapping[str, Any]) -> None:
@@ -193,10 +196,7 @@ class Client:
     # -- internals --------------------------------------------------------------------
 
     def _datatypes(self, model: str) -> dict[str, str]:
-        contract = self._contracts.get(model)
-        if contract is None:
-            return {}
-        return {k: v.get("x-v2-datatype", "") for k, v in contract.get("properties", {}).items()}
+        return self._types.get(model) or {}
 
     def _send(self, call: _Call, method: str, path: str, body: bytes | None, timeout_s: float | None) -> Any:
         breaker = self.breaker(call.model)

@@ -26,6 +26,7 @@ class Transport:
         self.host, self.port = parts.hostname, parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.headers = {"Connection": "keep-alive", **(headers or {})}
+        self._json_headers = {**self.headers, "Content-Type": "application/json"}
         self._local = threading.local()
 
     def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
@@ -53,7 +54,7 @@ class Transport:
                 raise Timeout("the time budget ran out before the request was sent")
             conn, reused = self._connection(left)
             try:
-                headers = self.headers if body is None else {**self.headers, "Content-Type": "application/json"}
+                headers = self.headers if body is None else self._json_headers
                 conn.request(method, self.prefix + path, body=body, headers=headers)
                 if conn.sock is not None:
                     conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
