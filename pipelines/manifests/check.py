@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +28,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import jsonschema
-import yaml
+
+from pipelines.kustomize import build, find_kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -47,6 +45,7 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 Resource = dict[str, Any]
+__all__ = ["MANIFESTS", "Finding", "Resource", "build", "find_kustomize", "main"]
 
 
 @dataclass(frozen=True)
@@ -63,28 +62,6 @@ def ident(res: Resource) -> str:
     meta = res.get("metadata") or {}
     where = f"{meta['namespace']}/" if meta.get("namespace") else ""
     return f"{res.get('kind', '?')}/{where}{meta.get('name', '?')}"
-
-
-# --- building -------------------------------------------------------------------------------
-
-
-def find_kustomize() -> str | None:
-    """$KUSTOMIZE (`make` points it at the pinned one in the tools cache), else PATH."""
-    configured = os.environ.get("KUSTOMIZE")
-    if configured and Path(configured).is_file():
-        return configured
-    return shutil.which("kustomize")
-
-
-def build(overlay: Path, kustomize: str | None = None) -> list[Resource]:
-    """Render an overlay with a real kustomize."""
-    kustomize = kustomize or find_kustomize()
-    if not kustomize:
-        raise RuntimeError("kustomize not found: `make kustomize` installs the pinned one (or set KUSTOMIZE)")
-    proc = subprocess.run([kustomize, "build", str(overlay)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"kustomize build {overlay} failed:\n{proc.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 # --- schemas --------------------------------------------------------------------------------

@@ -275,7 +275,7 @@ class Overlay:
         self.directory = directory
 
     def get(self, model: str) -> Resource:
-        from pipelines.manifests.check import build
+        from pipelines.kustomize import build
 
         for res in build(self.directory):
             if res.get("kind") == "InferenceService" and res["metadata"]["name"] == isvc_name(model):
