@@ -18,8 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from predictors.base import SpecModel
-from predictors.http_edges import error_response
-from predictors.tensors import ClientError
+from predictors.errors import ServingError
 
 
 class Admin:
@@ -28,18 +27,18 @@ class Admin:
         self._token = token
 
     def authorize(self, authorization: str | None) -> None:
-        """Raise a ClientError unless the extension is on and the bearer token matches."""
+        """Raise a ServingError unless the extension is on and the bearer token matches."""
         if not self._token:
-            raise ClientError("the model repository extension is disabled (set CONSTRUCTOS_ADMIN_TOKEN)", 404)
+            raise ServingError("the model repository extension is disabled (set CONSTRUCTOS_ADMIN_TOKEN)", 404)
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise ClientError("authorization: a bearer token is required", 401)
+            raise ServingError("authorization: a bearer token is required", 401)
         if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
-            raise ClientError("authorization: the token is not valid", 403)
+            raise ServingError("authorization: the token is not valid", 403)
 
     def model(self, name: str) -> SpecModel:
         if name not in self.models:
-            raise ClientError(f"model {name} not found; this server knows {', '.join(sorted(self.models))}", 404)
+            raise ServingError(f"model {name} not found; this server knows {', '.join(sorted(self.models))}", 404)
         return self.models[name]
 
     def index(self) -> list[dict[str, Any]]:
@@ -51,34 +50,27 @@ class Admin:
     async def load(self, name: str) -> None:
         model = self.model(name)
         if not await asyncio.to_thread(model.load):
-            raise ClientError(f"model {name} could not be loaded from {model.model_uri} (see the server log)", 409)
+            raise ServingError(f"model {name} could not be loaded from {model.model_uri} (see the server log)", 409)
 
     def unload(self, name: str) -> None:
         self.model(name).unload()
 
 
 def admin_routes(admin: Admin) -> list[Route]:
+    """REST routes of the extension; a refusal is a ServingError (:func:`predictors.http_edges.serving_error`)."""
+
     async def index(request: Request) -> Response:
-        try:
-            admin.authorize(request.headers.get("authorization"))
-        except ClientError as exc:
-            return error_response(exc.status, exc.message, request)
+        admin.authorize(request.headers.get("authorization"))
         return _json(admin.index())
 
     async def load(request: Request) -> Response:
-        try:
-            admin.authorize(request.headers.get("authorization"))
-            await admin.load(request.path_params["model_name"])
-        except ClientError as exc:
-            return error_response(exc.status, exc.message, request)
+        admin.authorize(request.headers.get("authorization"))
+        await admin.load(request.path_params["model_name"])
         return _json({"name": request.path_params["model_name"], "load": True})
 
     async def unload(request: Request) -> Response:
-        try:
-            admin.authorize(request.headers.get("authorization"))
-            admin.unload(request.path_params["model_name"])
-        except ClientError as exc:
-            return error_response(exc.status, exc.message, request)
+        admin.authorize(request.headers.get("authorization"))
+        admin.unload(request.path_params["model_name"])
         return _json({"name": request.path_params["model_name"], "unload": True})
 
     prefix = "/v2/repository"

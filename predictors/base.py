@@ -2,9 +2,9 @@
 
 One class serves every door into a model — V2 ``infer``, V1 ``:predict`` and the Sales
 Service's query-string call — through the same hooks: ``preprocess`` validates against the spec
-(a client mistake becomes ``InvalidInput`` -> HTTP 400 naming the field), ``predict`` scores,
-``postprocess`` names and types the outputs. A model module only names its spec and may add
-outputs (:meth:`SpecModel.extra_outputs`).
+(a client mistake becomes a :class:`~predictors.errors.ServingError`: HTTP 400 naming the field),
+``predict`` scores, ``postprocess`` names and types the outputs. A model module only names its
+spec and may add outputs (:meth:`SpecModel.extra_outputs`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from kserve.model import InferenceVerb
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
 from predictors import metrics, tensor_inference
 from predictors.batching import MicroBatcher
+from predictors.errors import ServingError, refused
 from predictors.inference_log import InferenceLog
 from predictors.loading import LoadedModel, load_model
 from predictors.scoring import Scorer
@@ -161,6 +162,7 @@ class SpecModel(Model):
         self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
     ) -> Any:
         protocol = "v2" if isinstance(body, InferRequest) else "query" if isinstance(body, QueryRequest) else "v1"
+        # InvalidInput: ServingError, and what KServe's own request decoding raises
         with metrics.counted(self.name, self.version or "", protocol, InvalidInput):
             return await super().__call__(body, headers, verb)
 
@@ -186,11 +188,10 @@ class SpecModel(Model):
                 columns = {name: frame[name].to_numpy() for name in frame.columns}
                 return Batch(columns, len(instances), "v1", _request_id(headers))
         except InvalidFeature as exc:
-            metrics.VALIDATION_FAILURES.labels(self.name, exc.field).inc()
-            raise InvalidInput(str(exc)) from None
+            raise refused(self.name, exc) from None
         if isinstance(payload, bytes | str):
-            raise InvalidInput("body: expected a JSON object (Content-Type: application/json)")
-        raise InvalidInput('body: expected V1 {"instances": [{feature: value, ...}]} or a V2 inference request')
+            raise ServingError("body: expected a JSON object (Content-Type: application/json)")
+        raise ServingError('body: expected V1 {"instances": [{feature: value, ...}]} or a V2 inference request')
 
     def _from_v2(self, request: InferRequest) -> Batch:
         return tensor_inference.batch_from_v2(self, request)
@@ -201,7 +202,7 @@ class SpecModel(Model):
 
     async def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         if self.scorer is None:
-            raise InvalidInput(f"{self.name}: model is not loaded")
+            raise ServingError(f"{self.name}: model is not loaded", 503)
         if batch.rows >= self.settings.offload_rows:
             batch.scores = await asyncio.to_thread(self.scorer, batch.columns)
         elif self.batcher is not None:  # concurrent small requests share one runtime call

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from kserve.protocol.dataplane import DataPlane
 
 from feature_specs import Feature, FeatureSpec
+from predictors.errors import ServingError
 
 ROUTE = "/api/v1/models/{model_name}/contract"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -69,9 +70,7 @@ def register(app: FastAPI, dataplane: DataPlane) -> None:
         model = dataplane.get_model_from_registry(model_name)
         spec = getattr(model, "spec", None)
         if not isinstance(spec, FeatureSpec):
-            from kserve.errors import ModelNotFound
-
-            raise ModelNotFound(model_name)
+            raise ServingError(f"model {model_name} has no feature contract", 404)
         outputs = [{"name": o["name"], "datatype": o["datatype"]} for o in model.get_output_types()]
         return contract(spec) | {"x-outputs": outputs}
 

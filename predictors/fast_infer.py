@@ -15,9 +15,9 @@ import orjson
 from kserve.model_repository import ModelRepository
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from predictors.errors import ServingError
 from predictors.http_edges import BodyTooLarge, send_body, send_error
 from predictors.rest_v2 import BINARY_HEADER, answer_infer, find_model
-from predictors.tensors import ClientError
 
 logger = logging.getLogger("predictors.http")
 
@@ -49,7 +49,7 @@ class FastInfer:
             answer = await answer_infer(model, await _body(receive), binary_header, request_id)
         except Disconnected:
             return
-        except ClientError as exc:
+        except ServingError as exc:
             await send_error(send, exc.status, exc.message, f"POST {scope['path']}")
             return
         except BodyTooLarge as exc:

@@ -23,8 +23,9 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from predictors.admin import Admin
 from predictors.base import Output
+from predictors.errors import ServingError
 from predictors.rest_v2 import find_model, metadata
-from predictors.tensors import ClientError, Tensor, check_header, elements, from_raw, to_raw
+from predictors.tensors import Tensor, check_header, elements, from_raw, to_raw
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,15 @@ TYPED_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-STATUS = {
+#: A ServingError's HTTP status -> its gRPC code (any other status: INVALID_ARGUMENT).
+GRPC_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -56,20 +60,20 @@ STATUS = {
 def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise ClientError(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs")
+        raise ServingError(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs")
     tensors = []
     for i, tensor in enumerate(request.inputs):
         name, datatype, shape = check_header(tensor.name, tensor.datatype, list(tensor.shape), f"inputs[{i}]")
         if raw:
             if tensor.HasField("contents"):
-                raise ClientError(f"{name}: contents and raw_input_contents are both given")
+                raise ServingError(f"{name}: contents and raw_input_contents are both given")
             tensors.append(from_raw(name, datatype, shape, raw[i]))
             continue
         if datatype not in TYPED_FIELD:
-            raise ClientError(f"{name}: {datatype} travels only in raw_input_contents")
+            raise ServingError(f"{name}: {datatype} travels only in raw_input_contents")
         data = list(getattr(tensor.contents, TYPED_FIELD[datatype]))
         if len(data) != elements(shape):
-            raise ClientError(f"{name}: shape {list(shape)} does not match {len(data)} values")
+            raise ServingError(f"{name}: shape {list(shape)} does not match {len(data)} values")
         tensors.append(Tensor(name, datatype, shape, data))
     return tensors
 
@@ -93,21 +97,23 @@ class Servicer(InferenceServicer):
         super().__init__(dataplane, ModelRepositoryExtension(repository))
         self.repository, self.admin = repository, admin
 
-    async def _fail(self, context: aio.ServicerContext, exc: ClientError, what: str) -> Any:
-        logger.warning("grpc %s -> %s: %s", what, STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT).name, exc)
-        await context.abort(STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+    async def _fail(self, context: aio.ServicerContext, exc: ServingError, what: str) -> Any:
+        """The one place a ServingError becomes a gRPC status (one WARNING line, as over HTTP)."""
+        code = GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+        logger.warning("grpc %s -> %s: %s", what, code.name, exc.message)
+        await context.abort(code, exc.message)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         try:
             model = find_model(self.repository, request.name, request.version or None)
-        except ClientError as exc:
+        except ServingError as exc:
             return await self._fail(context, exc, "ModelMetadata")
         return pb.ModelMetadataResponse(**metadata(model))
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         try:
             model = find_model(self.repository, request.name, request.version or None)
-        except ClientError as exc:
+        except ServingError as exc:
             return await self._fail(context, exc, "ModelReady")
         return pb.ModelReadyResponse(ready=bool(model.ready))
 
@@ -117,7 +123,7 @@ class Servicer(InferenceServicer):
             tensors = decode_inputs(request)
             request_id = request.id or uuid.uuid4().hex
             outputs = await model.infer(tensors, [o.name for o in request.outputs], request_id)
-        except ClientError as exc:
+        except ServingError as exc:
             return await self._fail(context, exc, "ModelInfer")
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version or "", id=request_id)
         encode_outputs(response, outputs, raw=bool(request.raw_input_contents))
@@ -127,7 +133,7 @@ class Servicer(InferenceServicer):
         try:
             self.admin.authorize(_authorization(context))
             await self.admin.load(request.model_name)
-        except ClientError as exc:
+        except ServingError as exc:
             return await self._fail(context, exc, "RepositoryModelLoad")
         return pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
 
@@ -135,7 +141,7 @@ class Servicer(InferenceServicer):
         try:
             self.admin.authorize(_authorization(context))
             self.admin.unload(request.model_name)
-        except ClientError as exc:
+        except ServingError as exc:
             return await self._fail(context, exc, "RepositoryModelUnload")
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
 

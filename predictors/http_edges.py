@@ -1,5 +1,8 @@
 """The HTTP server's edges: OIP error bodies (``{"error": "…"}``), one WARNING line per client
-mistake, and a request body limit enforced before the body is read."""
+mistake, and a request body limit enforced before the body is read.
+
+A :class:`~predictors.errors.ServingError` becomes an HTTP answer here and nowhere else:
+:func:`serving_error` inside the framework, :func:`send_error` on the fast infer path ahead of it."""
 
 from __future__ import annotations
 
@@ -12,14 +15,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predictors.errors import ServingError
+
 logger = logging.getLogger("predictors.http")
 
 
-def error_response(status: int, message: str, request: Request | None = None) -> Response:
-    """An OIP error body; client errors (4xx/503) are logged as one WARNING line, no traceback."""
-    where = f"{request.method} {request.url.path}" if request is not None else "request"
+def error_body(status: int, message: str, where: str) -> bytes:
+    """The OIP error body; client errors (4xx/503) are logged as one WARNING line, no traceback."""
     logger.warning("%s -> %d: %s", where, status, message)
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
+    return orjson.dumps({"error": message})
+
+
+def error_response(status: int, message: str, request: Request | None = None) -> Response:
+    where = f"{request.method} {request.url.path}" if request is not None else "request"
+    return Response(error_body(status, message, where), status_code=status, media_type="application/json")
+
+
+async def serving_error(request: Request, exc: Exception) -> Response:
+    """The framework's handler for :class:`ServingError`, whatever route raised it (ours or KServe's)."""
+    assert isinstance(exc, ServingError)
+    return error_response(exc.status, exc.message, request)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -78,10 +93,8 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 async def send_error(send: Send, status: int, message: str, where: str = "request") -> None:
-    """An OIP error body straight onto the ASGI ``send`` (outside the framework), logged as
-    :func:`error_response` logs it."""
-    logger.warning("%s -> %d: %s", where, status, message)
-    await send_body(send, status, orjson.dumps({"error": message}))
+    """An OIP error body straight onto the ASGI ``send`` (outside the framework)."""
+    await send_body(send, status, error_body(status, message, where))
 
 
 async def send_body(

@@ -21,8 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from predictors.base import Output, SpecModel
-from predictors.http_edges import error_response
-from predictors.tensors import ClientError, Tensor, check_header, from_json, from_raw, to_raw
+from predictors.errors import ServingError
+from predictors.tensors import Tensor, check_header, from_json, from_raw, to_raw
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ def find_model(repository: ModelRepository, name: str, version: str | None) -> S
     """The served model, or a 404 naming what is served instead."""
     model = repository.get_model(name)
     if not isinstance(model, SpecModel):
-        raise ClientError(f"model {name} not found; serving {', '.join(sorted(repository.get_models()))}", 404)
+        raise ServingError(f"model {name} not found; serving {', '.join(sorted(repository.get_models()))}", 404)
     if version is not None and version != model.version:
         served = f"version {model.version}" if model.version else "no version (not loaded)"
-        raise ClientError(f"model {name} has no version {version}; it serves {served}", 404)
+        raise ServingError(f"model {name} has no version {version}; it serves {served}", 404)
     return model
 
 
@@ -59,15 +59,15 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
         try:
             json_end = int(header_length)
         except ValueError:
-            raise ClientError(f"Inference-Header-Content-Length: not an integer: {header_length[:40]!r}") from None
+            raise ServingError(f"Inference-Header-Content-Length: not an integer: {header_length[:40]!r}") from None
         if not 0 < json_end <= len(body):
-            raise ClientError(f"Inference-Header-Content-Length: {json_end} is outside the body of {len(body)} bytes")
+            raise ServingError(f"Inference-Header-Content-Length: {json_end} is outside the body of {len(body)} bytes")
     request = _loads(body if json_end == len(body) else body[:json_end])  # orjson is slow on memoryviews
     if not isinstance(request, dict):
-        raise ClientError("body: expected a JSON object with 'inputs'")
+        raise ServingError("body: expected a JSON object with 'inputs'")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise ClientError("inputs: expected a non-empty list of input tensors")
+        raise ServingError("inputs: expected a non-empty list of input tensors")
     binary, at, tensors = memoryview(body)[json_end:], 0, []
     for i, obj in enumerate(inputs):
         size = _binary_size(obj)
@@ -76,11 +76,11 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
             continue
         name, datatype, shape = check_header(obj.get("name"), obj.get("datatype"), obj.get("shape"), f"inputs[{i}]")
         if at + size > len(binary):
-            raise ClientError(f"{name}: binary_data_size {size} runs past the end of the body")
+            raise ServingError(f"{name}: binary_data_size {size} runs past the end of the body")
         tensors.append(from_raw(name, datatype, shape, binary[at : at + size]))
         at += size
     if at != len(binary):
-        raise ClientError(f"body: {len(binary) - at} bytes of binary data that no input claims")
+        raise ServingError(f"body: {len(binary) - at} bytes of binary data that no input claims")
     return request, tensors
 
 
@@ -92,7 +92,7 @@ def _loads(text: bytes) -> Any:
     try:  # NaN / Infinity tokens and 1e999: parse them so validation names the field
         return json.loads(text)
     except (ValueError, RecursionError):
-        raise ClientError(f"body: not valid JSON ({problem})") from None
+        raise ServingError(f"body: not valid JSON ({problem})") from None
 
 
 def _binary_size(obj: Any) -> int | None:
@@ -101,7 +101,7 @@ def _binary_size(obj: Any) -> int | None:
         return None
     size = params["binary_data_size"]
     if type(size) is not int or size < 0:
-        raise ClientError(f"inputs.parameters.binary_data_size: expected a non-negative integer, got {size!r}")
+        raise ServingError(f"inputs.parameters.binary_data_size: expected a non-negative integer, got {size!r}")
     return size
 
 
@@ -109,15 +109,15 @@ def requested_outputs(request: dict[str, Any]) -> tuple[list[str], set[str]]:
     """Names asked for (empty: all) and which of them go back as binary data."""
     params = request.get("parameters")
     if params is not None and not isinstance(params, dict):
-        raise ClientError("parameters: expected an object")
+        raise ServingError("parameters: expected an object")
     all_binary = bool(params and params.get("binary_data_output") is True)
     outputs = request.get("outputs") or []
     if not isinstance(outputs, list):
-        raise ClientError("outputs: expected a list of {name}")
+        raise ServingError("outputs: expected a list of {name}")
     names, binary = [], set()
     for i, out in enumerate(outputs):
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-            raise ClientError(f"outputs[{i}]: expected an object with a string 'name'")
+            raise ServingError(f"outputs[{i}]: expected an object with a string 'name'")
         names.append(out["name"])
         flag = (out.get("parameters") or {}).get("binary_data") if isinstance(out.get("parameters"), dict) else None
         if flag is True or (flag is None and all_binary):
@@ -140,7 +140,7 @@ async def answer_infer(model: SpecModel, body: bytes, binary_header: str | None,
     names, binary = requested_outputs(payload)
     request_id = payload.get("id") or request_id or uuid.uuid4().hex
     if not isinstance(request_id, str):
-        raise ClientError("id: expected a string")
+        raise ServingError("id: expected a string")
     outputs = await model.infer(tensors, names, request_id)
     params = payload.get("parameters") or {}
     all_binary = params.get("binary_data_output") is True and not payload.get("outputs")
@@ -170,13 +170,9 @@ def encode_response(
 
 def v2_routes(repository: ModelRepository, server_metadata: Callable[[], dict[str, Any]]) -> list[Route]:
     def guarded(handler: Callable[..., Any]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
+        async def endpoint(request: Request) -> Response:  # a ServingError: predictors.http_edges.serving_error
             params = request.path_params
-            try:
-                model = find_model(repository, params["model_name"], params.get("model_version"))
-                return await handler(request, model)
-            except ClientError as exc:
-                return error_response(exc.status, exc.message, request)
+            return await handler(request, find_model(repository, params["model_name"], params.get("model_version")))
 
         return endpoint
 
@@ -185,9 +181,9 @@ def v2_routes(repository: ModelRepository, server_metadata: Callable[[], dict[st
         runtime = {"runtime": model.scorer.runtime, "runtime_check": model.scorer.check} if model.scorer else {}
         return Response(orjson.dumps(metadata(model) | {"parameters": runtime}), media_type=_JSON)
 
-    async def model_ready(request: Request, model: SpecModel) -> Response:
+    async def model_ready(_: Request, model: SpecModel) -> Response:
         if not model.ready:
-            return error_response(503, f"model {model.name} is not ready", request)
+            raise ServingError(f"model {model.name} is not ready", 503)
         return Response(orjson.dumps({"name": model.name, "ready": True}), media_type=_JSON)
 
     async def infer(request: Request, model: SpecModel) -> Response:

@@ -30,15 +30,17 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from timing_asgi import TimingMiddleware
 
 from predictors import contract
 from predictors.admin import Admin, admin_routes
 from predictors.base import QueryRequest, SpecModel
 from predictors.draining import CloseWhenDraining, Drain
+from predictors.errors import ServingError
 from predictors.fast_infer import FastInfer
 from predictors.grpc_v2 import GrpcServer, Servicer
-from predictors.http_edges import BodyLimit, http_exception
+from predictors.http_edges import BodyLimit, error_response, http_exception, serving_error
 from predictors.rest_v2 import v2_routes
 from predictors.settings import ServingSettings
 
@@ -48,7 +50,7 @@ QUERY_ROUTE = "/api/v1/predict/{model_name}"
 def _spec_model(dataplane: DataPlane, model_name: str) -> SpecModel:
     model = dataplane.get_model_from_registry(model_name)  # unknown name -> 404
     if not isinstance(model, SpecModel):
-        raise InvalidInput(f"model {model_name} does not take query-string calls")
+        raise ServingError(f"model {model_name} does not take query-string calls")
     return model
 
 
@@ -72,16 +74,16 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
     async def query_predict(model_name: str, request: Request) -> dict[str, Any]:
         model = _spec_model(dataplane, model_name)
         if not model.ready:
-            raise ModelNotReady(model_name)
+            raise ServingError(f"model {model_name} is not ready", 503)
         params: dict[str, str] = {}
         for key, value in request.query_params.multi_items():
             if key in params:
-                raise InvalidInput(f"{key}: given more than once")
+                raise ServingError(f"{key}: given more than once")
             params[key] = value
         result, _ = await model(QueryRequest(params), dict(request.headers))
         return result
 
-    async def invalid_body(_: Request, exc: Exception) -> ORJSONResponse:
+    async def invalid_body(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problems = []
         for error in exc.errors():
@@ -92,7 +94,7 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
             if loc[:1] == ["bytes"]:  # the binary-body branch of KServe's Union: not what the caller meant
                 continue
             problems.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
-        return ORJSONResponse(status_code=400, content={"error": "; ".join(problems) or "body: invalid request"})
+        return error_response(400, "; ".join(problems) or "body: invalid request", request)
 
     app.add_api_route(QUERY_ROUTE, query_predict, methods=["GET"], tags=["ConstructOS"])
     contract.register(app, dataplane)  # GET /api/v1/models/<model>/contract
@@ -101,6 +103,7 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
     app.router.routes[0:0] = [*v2_routes(repository, dataplane.metadata), *admin_routes(admin)]
     app.add_exception_handler(RequestValidationError, invalid_body)
     app.add_exception_handler(HTTPException, http_exception)
+    app.add_exception_handler(ServingError, serving_error)  # a subclass of InvalidInput: wins over KServe's handler
     app.add_middleware(FastInfer, repository=repository)  # inside the body limit (added last = outermost)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CloseWhenDraining, drain=DRAIN)  # outermost: every response, once draining

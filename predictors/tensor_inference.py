@@ -14,7 +14,8 @@ from kserve.metrics import PREDICT_HIST_TIME
 
 from feature_specs import InvalidFeature
 from predictors import metrics
-from predictors.tensors import ClientError, Tensor
+from predictors.errors import ServingError, refused
+from predictors.tensors import Tensor
 
 if TYPE_CHECKING:
     from predictors.base import Batch, Output, SpecModel
@@ -56,15 +57,14 @@ def batch_from_tensors(model: SpecModel, inputs: Sequence[Tensor], wanted: Seque
 
 async def infer(model: SpecModel, inputs: Sequence[Tensor], wanted: Sequence[str], request_id: str) -> list[Output]:
     """The V2 path of the platform's own REST and gRPC routes: validate, score, name the
-    outputs (only those asked for). A client mistake raises :class:`ClientError`."""
-    with metrics.counted(model.name, model.version or "", "v2", ClientError):
+    outputs (only those asked for). A client mistake raises :class:`ServingError`."""
+    with metrics.counted(model.name, model.version or "", "v2", ServingError):
         if not model.ready or model.scorer is None:
-            raise ClientError(f"model {model.name} is not ready", status=503)
+            raise ServingError(f"model {model.name} is not ready", status=503)
         try:
             batch = batch_from_tensors(model, inputs, wanted, request_id)
         except InvalidFeature as exc:
-            metrics.VALIDATION_FAILURES.labels(model.name, exc.field).inc()
-            raise ClientError(str(exc)) from None
+            raise refused(model.name, exc) from None
         started = time.perf_counter()
         await model.predict(batch)
         PREDICT_HIST_TIME.labels(model.name).observe(time.perf_counter() - started)  # as KServe's own path

@@ -1,7 +1,7 @@
 """Open Inference Protocol (V2) tensors: JSON, raw bytes (REST binary extension, gRPC
 ``raw_input_contents``) and typed gRPC contents, all into one :class:`Tensor`.
 
-Every malformed tensor is a :class:`ClientError` naming the field — never a 500.
+Every malformed tensor is a :class:`~predictors.errors.ServingError` naming the field — never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from predictors.errors import ServingError
 
 #: OIP datatype -> little-endian numpy dtype of its raw bytes (BYTES is length-prefixed instead).
 RAW_DTYPES: dict[str, np.dtype[Any]] = {
@@ -33,12 +35,7 @@ RAW_DTYPES: dict[str, np.dtype[Any]] = {
 DATATYPES = frozenset(RAW_DTYPES) | {"BYTES"}
 
 
-class ClientError(Exception):
-    """A request the caller must fix: answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
+ClientError = ServingError  # the name this module gave it first
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +48,7 @@ class Tensor:
 
 def _field(value: Any, kind: Any, where: str, expected: str) -> None:
     if not isinstance(value, kind):
-        raise ClientError(f"{where}: expected {expected}")
+        raise ServingError(f"{where}: expected {expected}")
 
 
 def check_header(name: Any, datatype: Any, shape: Any, where: str) -> tuple[str, str, tuple[int, ...]]:
@@ -62,14 +59,14 @@ def check_header(name: Any, datatype: Any, shape: Any, where: str) -> tuple[str,
         return name, datatype, (shape[0],)
     for field, value in (("name", name), ("datatype", datatype), ("shape", shape)):
         if value is None:
-            raise ClientError(f"{where}.{field}: required")
+            raise ServingError(f"{where}.{field}: required")
     _field(name, str, f"{where}.name", "a string")
     _field(datatype, str, f"{name}.datatype", "a string")  # before the set lookup: a dict is unhashable
     if datatype not in DATATYPES:
-        raise ClientError(f"{name}: unknown datatype {datatype!r}; the OIP names are {', '.join(sorted(DATATYPES))}")
+        raise ServingError(f"{name}: unknown datatype {datatype!r}; the OIP names are {', '.join(sorted(DATATYPES))}")
     _field(shape, list | tuple, f"{name}.shape", "a list of integers")
     if not all(type(d) is int and d >= 0 for d in shape):
-        raise ClientError(f"{name}.shape: expected non-negative integers, got {list(shape)}")
+        raise ServingError(f"{name}.shape: expected non-negative integers, got {list(shape)}")
     return name, datatype, tuple(shape)
 
 
@@ -83,15 +80,15 @@ def elements(shape: tuple[int, ...]) -> int:
 def from_json(obj: Any, index: int) -> Tensor:
     """One ``inputs[i]`` object of a JSON inference request (data already parsed)."""
     if not isinstance(obj, dict):
-        raise ClientError(f"inputs[{index}]: expected an object")
+        raise ServingError(f"inputs[{index}]: expected an object")
     name, datatype, shape = check_header(obj.get("name"), obj.get("datatype"), obj.get("shape"), f"inputs[{index}]")
     data = obj.get("data")
     if not isinstance(data, list):
-        raise ClientError(f"{name}.data: expected a list of values")
+        raise ServingError(f"{name}.data: expected a list of values")
     if data and isinstance(data[0], list):  # nested row-major form: flatten one level per dimension
         data = _flatten(data, name)
     if len(data) != elements(shape):
-        raise ClientError(f"{name}: shape {list(shape)} does not match {len(data)} values")
+        raise ServingError(f"{name}: shape {list(shape)} does not match {len(data)} values")
     return Tensor(name, datatype, shape, data)
 
 
@@ -102,7 +99,7 @@ def _flatten(data: list[Any], name: str) -> list[Any]:
         for item in stack[-1]:
             if isinstance(item, list):
                 if len(stack) > 32:
-                    raise ClientError(f"{name}.data: nested too deeply")
+                    raise ServingError(f"{name}.data: nested too deeply")
                 stack.append(iter(item))
                 break
             flat.append(item)
@@ -118,13 +115,13 @@ def from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memo
         return Tensor(name, datatype, shape, split_bytes(name, raw, count))
     dtype = RAW_DTYPES[datatype]
     if len(raw) != count * dtype.itemsize:
-        raise ClientError(
+        raise ServingError(
             f"{name}: {len(raw)} bytes of binary data for shape {list(shape)} {datatype} "
             f"(expected {count * dtype.itemsize})"
         )
     values = np.frombuffer(raw, dtype=dtype)
     if datatype == "BOOL" and values.view(np.uint8).max(initial=0) > 1:
-        raise ClientError(f"{name}: BOOL binary data must be bytes 0 or 1")
+        raise ServingError(f"{name}: BOOL binary data must be bytes 0 or 1")
     return Tensor(name, datatype, shape, values)
 
 
@@ -133,15 +130,15 @@ def split_bytes(name: str, raw: bytes | memoryview, count: int) -> list[bytes]:
     view, out, at = memoryview(raw), [], 0
     while at < len(view):
         if at + 4 > len(view):
-            raise ClientError(f"{name}: BYTES binary data ends inside a length prefix")
+            raise ServingError(f"{name}: BYTES binary data ends inside a length prefix")
         (size,) = struct.unpack_from("<I", view, at)
         at += 4
         if at + size > len(view):
-            raise ClientError(f"{name}: BYTES element of {size} bytes runs past the end of the data")
+            raise ServingError(f"{name}: BYTES element of {size} bytes runs past the end of the data")
         out.append(bytes(view[at : at + size]))
         at += size
     if len(out) != count:
-        raise ClientError(f"{name}: {len(out)} BYTES elements for {count} values in the shape")
+        raise ServingError(f"{name}: {len(out)} BYTES elements for {count} values in the shape")
     return out
 
 
