@@ -5,6 +5,12 @@ proposes trials; the spec's own defaults are the first trial, so the search neve
 something worse than them on cross-validation; a trial whose first folds already trail the
 median of the others is pruned. Every trial is an MLflow child run of the pipeline's run, which
 this step opens (train and evaluate log into the same run).
+
+The time budget never leaves the search empty: the first ``MIN_COMPLETE_TRIALS`` trials (the
+spec's defaults first) run to completion whatever the clock says, so a loaded machine extends the
+budget instead of silently training on the defaults. When the model trains on the spec's values
+anyway (no search space, a budget of 0 trials), the run's ``tuning`` tag says so and
+:func:`defaults_note` turns it into a line of the gate's reasons and of the model card.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from pipelines.training.steps.train import labels, model_input, scores, split
 
 log = logging.getLogger(__name__)
 
+#: trials that always complete, past the time budget if need be (capped by the spec's trial count)
+MIN_COMPLETE_TRIALS = 3
+
 
 @dataclass
 class TuneResult:
@@ -35,6 +44,20 @@ class TuneResult:
     trials: int = 0
     best_cv: float | None = None
     default_cv: float | None = None
+    complete: int = 0
+    extended_s: float = 0.0  # how far past the time budget the guaranteed trials ran
+
+
+def defaults_note(tags: dict[str, str]) -> str | None:
+    """A loud line when the run's model trained on the spec's default parameters without a
+    search behind them (from the run's ``tuning`` tag), else None."""
+    tuning = tags.get("tuning", "")
+    if tuning.startswith("none"):
+        why = tuning.partition(": ")[2]
+        return f"NOT TUNED: trained on the spec's default parameters (and any given to the run): {why}"
+    if tuning.startswith("defaults"):
+        return f"NOT TUNED: trained on the spec's default parameters: {tuning.partition(': ')[2]}"
+    return None
 
 
 def suggest(trial: Any, name: str, space: SearchRange) -> Any:
@@ -155,13 +178,20 @@ def _search(
     folds = list(splitter(n_splits=search.folds, shuffle=True, random_state=seed).split(x, y))
     metric = spec.gate.primary_metric
 
+    guaranteed = min(MIN_COMPLETE_TRIALS, search.trials)
+
+    def completed(study: optuna.Study) -> int:
+        return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest(trial, name, space) for name, space in search.params.items()}
         began = time.perf_counter()
+        # a guaranteed trial ignores the clock (the median pruner waits for as many trials)
+        until = float("inf") if completed(trial.study) < guaranteed else deadline
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(params)
             try:
-                values = cross_validated(spec, params, x, y, folds, trial, deadline, durations)
+                values = cross_validated(spec, params, x, y, folds, trial, until, durations)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "pruned")
                 raise
@@ -175,7 +205,7 @@ def _search(
     study = optuna.create_study(
         direction="maximize" if spec.gate.greater_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, search.trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=max(3, guaranteed), n_warmup_steps=0),
     )
     current = build_model(spec).named_steps["model"].get_params()  # the spec's values, else scikit-learn's
     defaults = {k: current[k] for k in search.params if k in current and _in_space(current[k], search.params[k])}
@@ -183,6 +213,8 @@ def _search(
         study.enqueue_trial(defaults, skip_if_exists=True)
     remaining = max(deadline - time.monotonic(), 0.001)  # spent: the first fold is not started
     study.optimize(objective, n_trials=search.trials, timeout=remaining, gc_after_trial=False)
+    while completed(study) < guaranteed and len(study.trials) < search.trials:  # the budget ran out first
+        study.optimize(objective, n_trials=1, gc_after_trial=False)
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     seconds = time.perf_counter() - started
@@ -190,6 +222,17 @@ def _search(
     result = TuneResult(run_id, dict(study.best_params) if complete else {}, seconds, len(study.trials))
     result.best_cv = study.best_value if complete else None
     result.default_cv = default_cv
+    result.complete = len(complete)
+    result.extended_s = max(time.monotonic() - deadline, 0.0)
+    if complete:
+        number = study.best_trial.number
+        best = "the spec's defaults" if number == 0 and defaults else f"trial {number}"
+        state = f"searched: {len(complete)} of {len(study.trials)} trials complete, best {best}"
+    else:
+        state = f"defaults: 0 of {len(study.trials)} trials completed within the search budget"
+    if result.extended_s > 0 and len(complete) <= guaranteed:
+        state += f"; budget of {search.timeout_s:g} s extended by {result.extended_s:.1f} s for {guaranteed} trials"
+    mlflow.set_tag("tuning", state)
     mlflow.log_params(
         {
             "search.space": json.dumps({k: v.model_dump(exclude_defaults=True) for k, v in search.params.items()}),
@@ -199,7 +242,12 @@ def _search(
             "search.rows": len(rows),
         }
     )
-    summary = {"tune_seconds": seconds, "tune_trials": len(study.trials), "tune_trials_complete": len(complete)}
+    summary = {
+        "tune_seconds": seconds,
+        "tune_trials": len(study.trials),
+        "tune_trials_complete": len(complete),
+        "tune_budget_extended_s": result.extended_s,
+    }
     if result.best_cv is not None:
         summary[f"tune_best_cv_{metric}"] = result.best_cv
     if default_cv is not None:
