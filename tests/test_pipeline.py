@@ -4,6 +4,7 @@ against a real MLflow sqlite store in a temporary data directory."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,30 @@ def test_components_run_the_pinned_platform_image(compiled: dict[str, dict[str, 
         assert "pip install" not in " ".join(container["command"])  # the image already has kfp and the project
 
 
+def test_what_the_kfp_ui_renders_is_typed(compiled: dict[str, dict[str, Any]]) -> None:
+    """The KFP UI draws ROC curves and confusion matrices only from ClassificationMetrics and shows
+    pages only from HTML and Markdown artifacts."""
+    components = compiled["training"]["components"]
+
+    def artifacts(component: str, side: str) -> dict[str, str]:
+        found = components[f"comp-{component}"][side]["artifacts"]
+        return {name: spec["artifactType"]["schemaTitle"] for name, spec in found.items()}
+
+    assert artifacts("evaluate", "outputDefinitions") == {
+        "metrics": "system.Metrics",
+        "classification": "system.ClassificationMetrics",
+        "plots": "system.HTML",
+        "model_card": "system.Markdown",
+    }
+    assert artifacts("validate", "outputDefinitions")["data_docs"] == "system.HTML"
+    assert artifacts("deploy", "inputDefinitions") == {"model_card": "system.Markdown"}  # its version's description
+    condition = compiled["training"]["root"]["dag"]["tasks"]["condition-1"]["inputs"]["artifacts"]
+    assert condition["pipelinechannel--evaluate-model_card"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "model_card",
+        "producerTask": "evaluate",
+    }
+
+
 # -- real runs --------------------------------------------------------------------------
 
 
@@ -82,6 +107,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         land_synthetic(MODEL, 4000, seed=7)
         yield root
     get_settings.cache_clear()
+
+
+#: anything that makes a page fetch from elsewhere
+EXTERNAL = re.compile(r"""(?:src|href)=["']?(?:https?:)?//|url\(\s*['"]?(?:https?:)?//|<script\b""", re.IGNORECASE)
+
+
+def _output_artifacts(task_dir: Path) -> dict[str, dict[str, Any]]:
+    """A task's output artifacts by name (uri, metadata) as kfp.local recorded them."""
+    written = json.loads((task_dir / "executor_output.json").read_text())
+    return {name: entry["artifacts"][0] for name, entry in written.get("artifacts", {}).items()}
 
 
 def _client() -> Any:
@@ -138,6 +173,29 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
     rendered = yaml.safe_load(isvc.read_text())
     assert f"--model_uri=models:/{MODEL}/1" in rendered["spec"]["predictor"]["containers"][0]["args"]
 
+    # what the KFP UI shows of the run: the files kfp.local wrote, with the metadata keys the UI reads
+    run_dir = platform / "kfp" / summary.pipeline_run_id
+    evaluate = _output_artifacts(run_dir / "evaluate")
+    roc = evaluate["classification"]["metadata"]["confidenceMetrics"]
+    assert 10 < len(roc) <= 200
+    assert all(set(point) == {"confidenceThreshold", "recall", "falsePositiveRate"} for point in roc)
+    assert roc[-1]["recall"] == roc[-1]["falsePositiveRate"] == 1.0
+    matrix = evaluate["classification"]["metadata"]["confusionMatrix"]
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == ["false", "true"]
+    assert sum(sum(row["row"]) for row in matrix["rows"]) == 800  # every holdout row, at the gate's threshold
+    assert evaluate["metrics"]["metadata"]["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    page = Path(evaluate["plots"]["uri"]).read_text()
+    assert page.count("data:image/png;base64,") == 3 and not EXTERNAL.search(page)
+    card = Path(evaluate["model_card"]["uri"]).read_text()
+    assert card.startswith(f"# {MODEL}: model card") and tags["data_hash"] in card and "## Gate: PASSED" in card
+    assert "NOT TUNED" in card and "NOT TUNED" in summary.gate_reasons  # no search ran (0 trials): said loudly
+    assert version.description == card  # the registered version carries the card
+    assert client.download_artifacts(summary.mlflow_run_id, "model_card.md")  # and the run too
+    docs = _output_artifacts(run_dir / "validate")["data_docs"]
+    docs_page = Path(docs["uri"]).read_text()
+    assert "Evaluated Expectations" in docs_page and not EXTERNAL.search(docs_page)
+    assert docs["metadata"]["site_uri"].endswith(tags["data_hash"])  # the whole site, in the artifact store
+
 
 @pytest.mark.integration
 def test_a_second_better_run_becomes_challenger_and_champion_stays(platform: Path) -> None:
@@ -170,6 +228,8 @@ def test_shuffled_labels_are_rejected_by_the_gate_and_get_no_alias(platform: Pat
     client = _client()
     assert {v.version for v in client.search_model_versions(f"name='{MODEL}'")} == before
     assert client.get_run(summary.mlflow_run_id).data.tags["gate_passed"] == "false"
+    card = (platform / "kfp" / summary.pipeline_run_id / "evaluate" / "model_card").read_text()
+    assert "## Gate: FAILED" in card and "< floor 0.72" in card  # the card says why it was not deployed
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import functools
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output, OutputPath
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output, OutputPath
 
 from pipelines.settings import get_settings
 
@@ -36,24 +36,29 @@ def extract(model: str, since: str, until: str, snapshot: Output[Dataset]) -> Na
 
 
 @component
-def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], data_docs: Output[Artifact]) -> None:
-    """Run the spec's great-expectations suite; fail (stop the run) listing the failed expectations."""
+def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], data_docs: Output[HTML]) -> None:
+    """Run the spec's great-expectations suite; fail (stop the run) listing the failed expectations.
+    ``data_docs``: the validation page, self-contained; the whole site goes to the artifact store."""
+    import tempfile
     from pathlib import Path
 
     import pandas as pd
 
     from feature_specs import load_spec
     from pipelines.training import artifacts
-    from pipelines.training.steps import log_to_stdout, validate
+    from pipelines.training.steps import log_to_stdout, ui, validate
     from pipelines.training.steps.extract import content_hash
 
     log_to_stdout()
     frame = pd.read_parquet(snapshot.path)
-    report = validate.validate(load_spec(model), frame, Path(result.path), Path(data_docs.path))
-    docs = artifacts.publish_dir(
-        "data-docs", model, snapshot.metadata.get("data_hash") or content_hash(frame), Path(data_docs.path)
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp)
+        report = validate.validate(load_spec(model), frame, Path(result.path), site)
+        Path(data_docs.path).write_text(ui.data_docs_page(site), encoding="utf-8")
+        data_hash = snapshot.metadata.get("data_hash") or content_hash(frame)
+        docs = artifacts.publish_dir("data-docs", model, data_hash, site)
     result.metadata.update({"success": report.success, "failures": len(report.failures), "data_docs_uri": docs})
+    data_docs.metadata["site_uri"] = docs
     validate.check(report, model)
 
 
@@ -162,17 +167,21 @@ def evaluate(
     mlflow_run_id: str,
     model_uri: str,
     metrics: Output[Metrics],
-    plots: Output[Artifact],
+    classification: Output[ClassificationMetrics],
+    plots: Output[HTML],
+    model_card: Output[Markdown],
     reasons: OutputPath(str),
     metrics_json: OutputPath(str),
 ) -> bool:
     """Holdout metrics with bootstrap intervals next to the baselines and the best achievable on the
-    same rows, plots, and the gate (spec floors, no worse than the baselines and @champion).
+    same rows, plots, the model card, and the gate (spec floors, no worse than the baselines and
+    @champion). ``classification``: the ROC curve and the confusion matrix (classifiers only).
 
     Returns whether the gate passed: a single output, because kfp.local resolves a ``dsl.If`` on
     ``task.output`` but not on a named output of a NamedTuple.
     """
     import json
+    import tempfile
     from pathlib import Path
 
     import pandas as pd
@@ -180,20 +189,28 @@ def evaluate(
     from feature_specs import load_spec
     from pipelines.settings import get_settings
     from pipelines.training import artifacts
-    from pipelines.training.steps import evaluate, log_to_stdout
+    from pipelines.training.steps import evaluate, log_to_stdout, ui
 
     log_to_stdout()
-    out = evaluate.evaluate(
-        load_spec(model),
-        pd.read_parquet(snapshot.path),
-        mlflow_run_id,
-        model_uri,
-        Path(plots.path),
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        data_dir=get_settings().data_dir,
-    )
-    plots.metadata["store_uri"] = artifacts.publish_dir("plots", model, mlflow_run_id, Path(plots.path))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = evaluate.evaluate(
+            load_spec(model),
+            pd.read_parquet(snapshot.path),
+            mlflow_run_id,
+            model_uri,
+            Path(tmp),
+            holdout_fraction=holdout_fraction,
+            seed=seed,
+            data_dir=get_settings().data_dir,
+            data_hash=snapshot.metadata.get("data_hash", ""),
+            snapshot_uri=snapshot.metadata.get("store_uri", ""),
+        )
+        plots.metadata["store_uri"] = artifacts.publish_dir("plots", model, mlflow_run_id, Path(tmp))
+    Path(plots.path).write_text(out.page, encoding="utf-8")
+    Path(model_card.path).write_text(out.card, encoding="utf-8")
+    if out.roc is not None and out.confusion is not None:
+        classification.log_roc_curve(*out.roc)
+        classification.log_confusion_matrix(ui.CLASSES, out.confusion)
     for name, value in out.figures.items():
         metrics.log_metric(name, value)
     metrics.log_metric("gate_passed", float(out.gate.passed))
@@ -211,9 +228,11 @@ def deploy(
     metrics_json: str,
     pipeline_run_id: str,
     canary_percent: int,
+    model_card: Input[Markdown],
     inference_service: Output[Artifact],
 ) -> NamedTuple("DeployOutputs", [("version", str), ("alias", str)]):
-    """Register the version (alias champion/challenger) and render/apply its InferenceService."""
+    """Register the version (alias champion/challenger, the model card as its description) and
+    render/apply its InferenceService."""
     import json
     from pathlib import Path
 
@@ -230,6 +249,7 @@ def deploy(
         data_hash=data_hash,
         pipeline_run_id=pipeline_run_id,
         metrics=json.loads(metrics_json),
+        description=Path(model_card.path).read_text(encoding="utf-8"),
     )
     outcome = deploy.deploy_isvc(
         spec, registration, Path(inference_service.path), canary_percent=canary_percent, image=get_settings().image

@@ -67,6 +67,7 @@ def training_pipeline(
             metrics_json=scored.outputs["metrics_json"],
             pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             canary_percent=canary_percent,
+            model_card=scored.outputs["model_card"],
         )
     for task in (snapshot, checked, searched, fitted, scored):
         task.set_caching_options(False)  # new data lands under the same inputs: always rerun

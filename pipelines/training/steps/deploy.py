@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 MANIFESTS = Path(__file__).resolve().parents[3] / "manifests" / "base"
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: what MLflow's registry stores of a version's description (a VARCHAR(5000) in SQL stores)
+DESCRIPTION_LIMIT = 5000
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,11 @@ def register(
     data_hash: str,
     pipeline_run_id: str,
     metrics: dict[str, float],
+    description: str = "",
 ) -> Registration:
-    """A new registered version with lineage tags; alias ``champion`` if there is none yet, else
-    ``challenger`` (promotion to champion is the rollout's decision)."""
+    """A new registered version with lineage tags and ``description`` (the model card); alias
+    ``champion`` if there is none yet, else ``challenger`` (promotion to champion is the rollout's
+    decision)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -54,11 +58,22 @@ def register(
     has_champion = mlflow_store.version_by_alias(spec.name, mlflow_store.CHAMPION) is not None
     alias = mlflow_store.CHALLENGER if has_champion else mlflow_store.CHAMPION
     client = MlflowClient()
+    if description:
+        client.update_model_version(spec.name, version.version, description=fit_description(description, mlflow_run_id))
     client.set_registered_model_alias(spec.name, alias, version.version)
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.set_tags({"registered_version": str(version.version), "alias": alias})
     log.info("deploy: registered %s version %s as @%s", spec.name, version.version, alias)
     return Registration(str(version.version), alias)
+
+
+def fit_description(card: str, mlflow_run_id: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The card as it fits a version's description: whole, or cut at a line with a pointer to the
+    full card logged to the run."""
+    if len(card) <= limit:
+        return card
+    note = f"\n\n(cut to fit: the whole card is model_card.md of MLflow run {mlflow_run_id})\n"
+    return card[: card.rfind("\n", 0, limit - len(note))] + note
 
 
 def _is_model_isvc(doc: Any, model: str) -> bool:

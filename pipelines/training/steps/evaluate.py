@@ -8,7 +8,6 @@ the spec holds AND the candidate's primary metric is no worse than each baseline
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from sklearn import metrics as skm
 
 from feature_specs.spec import FeatureSpec
 from pipelines.training import mlflow_store
-from pipelines.training.steps import baselines, quality
+from pipelines.training.steps import baselines, card, quality, tune, ui
 from pipelines.training.steps.train import labels, model_input, scores, split
 from predictors.loading import load_model
 
@@ -151,16 +150,6 @@ def plots(spec: FeatureSpec, model: Any, x: pd.DataFrame, y: np.ndarray, score: 
     return out
 
 
-def html_page(title: str, images: dict[str, bytes], lines: list[str]) -> str:
-    """A self-contained HTML page (the KFP UI renders it) with the plots inline."""
-    items = "".join(f"<li>{line}</li>" for line in lines)
-    figures = "".join(
-        f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        for name, png in images.items()
-    )
-    return f"<html><body><h2>{title}</h2><ul>{items}</ul>{figures}</body></html>"
-
-
 def champion_metrics(spec: FeatureSpec, x: pd.DataFrame, y: np.ndarray) -> tuple[str, dict[str, float]] | None:
     """The current ``@champion`` scored on the same holdout: (version, metrics), or None.
     Loaded like serving loads it (skops, our allow-list): an unsafe champion stops the step."""
@@ -179,6 +168,28 @@ class Evaluation:
     champion_version: str | None
     plots: dict[str, bytes]
     report: quality.QualityReport
+    card: str = ""  # the model card (Markdown)
+    page: str = ""  # the plots and the quality table as one self-contained HTML page
+    roc: tuple[list[float], ...] | None = None  # classifiers: (fpr, tpr, thresholds) for the KFP UI
+    confusion: list[list[int]] | None = None  # classifiers: at the gate's threshold, rows actual (false, true)
+
+
+def training_record(mlflow_run_id: str) -> card.Training:
+    """How the run's model was fitted, from what the tune and train steps logged."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(mlflow_run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    skip = ("holdout_fraction", "seed", "shuffle_labels", "train_rows", "holdout_rows", "calibration")
+    params = {k: v for k, v in run.data.params.items() if not k.startswith("search.") and k not in skip}
+    brier = {k.removeprefix("calibration_brier_"): v for k, v in metrics.items() if k.startswith("calibration_brier_")}
+    return card.Training(
+        tuning=tags.get("tuning", ""),
+        defaults_note=tune.defaults_note(tags),
+        params=params,
+        calibration=tags.get("calibration", "none"),
+        calibration_brier=brier,
+    )
 
 
 def holdout_scores(
@@ -208,11 +219,14 @@ def evaluate(
     holdout_fraction: float = 0.2,
     seed: int = 0,
     data_dir: Path | None = None,
+    data_hash: str = "",
+    snapshot_uri: str = "",
 ) -> Evaluation:
     """Split ``snapshot`` exactly as train did; score the candidate, its baselines (the default
     estimator fitted on the same training rows), the best achievable (synthetic rows under
-    ``data_dir``) and the champion on the holdout; log metrics with intervals, plots and the gate
-    outcome to the MLflow run."""
+    ``data_dir``) and the champion on the holdout; log metrics with intervals, plots, the gate
+    outcome and the model card to the MLflow run. A model trained on the spec's defaults without
+    a search says so in the gate's reasons (it does not fail the gate for it)."""
     import mlflow
 
     mlflow_store.configure()
@@ -228,17 +242,40 @@ def evaluate(
     result = gate(spec, metrics, champion[1] if champion else None, references)
     if champion:
         result.reasons[-1] += f" (v{champion[0]})"
+    training = training_record(mlflow_run_id)
+    if training.defaults_note:
+        result.reasons.append(training.defaults_note)
     images = plots(spec, model, x, y, scored["model"])
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
         (plots_dir / name).write_bytes(png)
     figures = metrics | report.flat()
+    data = card.DataVersion.of(snapshot, data_hash, snapshot_uri, len(train_rows), len(holdout))
+    pipeline_run_id = mlflow.get_run(mlflow_run_id).data.tags.get("pipeline_run_id", "")
+    text = card.model_card(
+        spec,
+        data,
+        report,
+        result.passed,
+        result.reasons,
+        training,
+        mlflow_run_id=mlflow_run_id,
+        pipeline_run_id=pipeline_run_id,
+        champion_version=champion[0] if champion else None,
+    )
+    page = ui.page(f"{spec.name}: evaluation on {len(y):,} holdout rows", images, report.lines())
+    evaluation = Evaluation(metrics, figures, result, champion[0] if champion else None, images, report, text, page)
+    if spec.is_classifier:
+        evaluation.roc = ui.roc_points(y, scored["model"])
+        evaluation.confusion = ui.confusion(y, scored["model"], spec.gate.threshold)
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_metrics(figures)
         if champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion[1].items()})
         mlflow.log_artifacts(str(plots_dir), "plots")
         mlflow.log_text("\n".join(report.lines()) + "\n", "quality.txt")
+        mlflow.log_text(text, "model_card.md")
+        mlflow.log_text(page, "evaluation.html")
         mlflow.set_tags(
             {
                 "gate_passed": str(result.passed).lower(),
@@ -248,4 +285,4 @@ def evaluate(
         )
     log.info("evaluate: %s", " | ".join(report.lines()))
     log.info("evaluate: gate %s: %s", "PASSED" if result.passed else "FAILED", "; ".join(result.reasons))
-    return Evaluation(metrics, figures, result, champion[0] if champion else None, images, report)
+    return evaluation
