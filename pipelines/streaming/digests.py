@@ -1,19 +1,18 @@
 """Row digests for the landing index: 64 bits that tell two versions of an event apart.
 
-**Scheme 2 (written today), specified here and pinned by golden values in the tests:** a row's
+**Scheme 2 (every commit writes it), specified here and pinned by golden values in the tests:** a row's
 digest is ``blake2b(encoding, digest_size=8)`` read as a *little-endian signed* 64-bit integer
 (SQLite's ``INTEGER``). ``encoding`` is the concatenation of the row's landed values, in the
 order ``occurred_at``, the spec's features in spec order, the target (``event_id`` is the key and
 ``landed_at`` differs per landing: neither is hashed). Each value is a tag byte and a payload,
-chosen by the column's type in the landing schema (:attr:`Intake.schema`):
+chosen by the column's type in the landing schema (:attr:`pipelines.streaming.intake.Intake.schema`):
 
-=========  ====  ===========================================================================
-null       ``00``  nothing
-bool       ``01``  ``00`` or ``01``
-int        ``02``  8 bytes, two's complement, big-endian
-float      ``03``  IEEE-754 binary64, big-endian; ``-0.0`` as ``0.0``, every NaN as ``7ff8000000000000``
-string     ``04``  the UTF-8 length as 4 bytes big-endian, then the UTF-8 bytes
-=========  ====  ===========================================================================
+* null: ``00``;
+* bool: ``01``, then ``00`` or ``01``;
+* int: ``02``, then 8 bytes, two's complement, big-endian;
+* float: ``03``, then IEEE-754 binary64, big-endian (``-0.0`` as ``0.0``, every NaN as
+  ``7ff8000000000000``);
+* string: ``04``, then its UTF-8 length as 4 bytes big-endian, then its UTF-8 bytes.
 
 The tags and lengths make the encoding injective for a fixed column list. Values are hashed as
 landed, after validation and typing, so ``3`` and ``3.0`` for an int feature, or a re-ordered

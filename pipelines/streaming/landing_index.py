@@ -31,6 +31,9 @@ or 1, the legacy pandas one that indexes written before it hold. Opening such an
 running the old code keeps writing rows marked legacy, which they are). ``landed`` returns a
 legacy digest as :class:`~pipelines.streaming.digests.Legacy`, and the caller compares it with the
 newcomer's legacy digest, so a replay of an id landed before the upgrade is still a duplicate.
+The reverse does not hold: a replica of the old version compares scheme 2 digests as its own and
+would refuse a replay of an event landed by a new one as a conflict, so upgrade every replica at
+once (the trigger's Deployment does: ``strategy: Recreate``).
 """
 
 from __future__ import annotations
