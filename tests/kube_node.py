@@ -125,4 +125,7 @@ def platform(node: Node) -> Node:
     found = node.kubectl("get", "deployment", "trigger", "-n", NAMESPACE, check=False)
     if found.returncode != 0:
         pytest.skip("the platform is not deployed on the node: run `make node-image deploy ENV=node` first")
+    # a deploy still rolling out replaces pods under the tests' port-forwards: wait for it first
+    for deployment in ("mlflow", "monitoring", "trigger"):
+        node.kubectl("rollout", "status", f"deployment/{deployment}", "-n", NAMESPACE, "--timeout=600s", timeout=610)
     return node
