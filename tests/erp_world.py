@@ -113,9 +113,12 @@ class ErpWorld:
         return self.start(what, args, **extra)
 
     def web(self) -> tuple[Proc, str]:
-        """The ERP's web server (Django's threaded server, as a team runs it locally)."""
+        """The ERP's web server: gunicorn, one process (one circuit breaker) of four threads."""
         port = free_port()
-        proc = self.start("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        args = [gunicorn, "constructos_erp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1", "-k", "gthread"]
+        args += ["--threads", "4"]
+        proc = self.start("web", args)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: answers(port), 60, f"the ERP's web server did not start:\n{proc.text()[-2000:]}")
         return proc, url
