@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 MODEL = "credit_risk"
 
 
+@pytest.mark.timeout(1500)  # the trigger exits once the whole training run it launched has ended
 def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) -> None:
     spec = load_spec(MODEL)
     ensure_topics(kafka_settings, [MODEL])
@@ -38,7 +39,7 @@ def test_enough_new_rows_train_and_register_a_model(kafka_settings: Settings) ->
         "CONSTRUCTOS_PIPELINE_RUNNER": "local",
     }
     command = [sys.executable, "-m", "pipelines.streaming.trigger", "--models", MODEL, "--exit-when-idle", "2"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1400, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     entry = RetrainState(kafka_settings.ledger_store).get(f"{MODEL}-rows-0")
