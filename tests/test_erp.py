@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,13 +47,7 @@ from tests.erp_world import (
 )
 from tests.stores import Stores
 
-
-def _registered(marker: str) -> bool:
-    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-    return any(line.split(":")[0].strip() == marker for line in ini.get("markers", []))
-
-
-pytestmark = [pytest.mark.integration, pytest.mark.stores, *([pytest.mark.erp] if _registered("erp") else [])]
+pytestmark = [pytest.mark.integration, pytest.mark.stores, pytest.mark.erp]
 
 MODEL = "lead_score"
 TABLE = "sales_opportunity"
