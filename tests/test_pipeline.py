@@ -190,6 +190,7 @@ def test_full_run_registers_a_champion_with_lineage_and_artifacts(platform: Path
     assert card.startswith(f"# {MODEL}: model card") and tags["data_hash"] in card and "## Gate: PASSED" in card
     assert "NOT TUNED" in card and "NOT TUNED" in summary.gate_reasons  # no search ran (0 trials): said loudly
     assert version.description == card  # the registered version carries the card
+    assert summary.card_path().read_text() == card and f"  model card: {summary.card_path()}" in summary.lines()
     assert client.download_artifacts(summary.mlflow_run_id, "model_card.md")  # and the run too
     docs = _output_artifacts(run_dir / "validate")["data_docs"]
     docs_page = Path(docs["uri"]).read_text()

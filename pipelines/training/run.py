@@ -53,6 +53,9 @@ class RunSummary:
         tuning = ""
         if "tune_seconds" in self.metrics:
             tuning = f"  tuning: {self.metrics['tune_trials']:.0f} trials in {self.metrics['tune_seconds']:.1f} s"
+            extended = self.metrics.get("tune_budget_extended_s", 0.0)
+            if extended > 0:
+                tuning += f" (time budget extended by {extended:.1f} s to complete the guaranteed trials)"
         return [
             f"{self.model}: pipeline run {self.pipeline_run_id} in {self.seconds:.1f} s",
             f"  MLflow run {self.mlflow_run_id}",
@@ -62,7 +65,12 @@ class RunSummary:
             *summary_lines(load_spec(self.model).gate.primary_metric, self.metrics),
             f"  gate {'PASSED' if self.gate_passed else 'FAILED'}: {self.gate_reasons}",
             f"  {outcome}",
+            f"  model card: {self.card_path()}",
         ]
+
+    def card_path(self) -> Path:
+        """Where kfp.local wrote the run's model card (also on the MLflow run: model_card.md)."""
+        return get_settings().data_dir / "kfp" / self.pipeline_run_id / "evaluate" / "model_card"
 
 
 class TaskLogFilter(io.TextIOBase):
