@@ -198,7 +198,7 @@ def call_models(url: str, models: list[str]) -> None:
 
 def where_things_are() -> None:
     data = get_settings().data_dir.resolve()
-    docs = sorted(data.glob("kfp/**/data_docs/**/index.html"))
+    docs = sorted(data.glob("kfp/*/validate/data_docs"))  # one self-contained HTML file per run
     isvcs = sorted(data.glob("kfp/**/deploy/inference_service*"))
     print("\nWhere to look next:")
     print("  MLflow UI:        make mlflow   ->  http://127.0.0.1:5000  (runs, metrics, plots, registered versions)")
