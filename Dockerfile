@@ -23,6 +23,7 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv /opt/uv/bin/uv sync --frozen --no-dev --no-install-project
 COPY README.md ./
 COPY feature_specs ./feature_specs
+COPY platform_settings ./platform_settings
 COPY predictors ./predictors
 COPY pipelines ./pipelines
 COPY manifests/templates ./manifests/templates

@@ -47,7 +47,7 @@ lint: $(STAMP) ## ruff + mypy + the manifests are what the specs render
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/deptry .  # shipped code: runtime dependencies only, none unused or transitive ([tool.deptry])
-	$(VENV)/bin/deptry . examples/erp --exclude '^(\.venv|data|build|feature_specs|predictors|pipelines|clients)(/|$$)' --ignore DEP002,DEP004  # tests, bench, docs, examples (their apps are local): dev groups too
+	$(VENV)/bin/deptry . examples/erp --exclude '^(\.venv|data|build|feature_specs|platform_settings|predictors|pipelines|clients)(/|$$)' --ignore DEP002,DEP004  # tests, bench, docs, examples (their apps are local): dev groups too
 	$(PY) -m pipelines.manifests.render --check
 
 fmt: $(STAMP) ## format the code

@@ -25,7 +25,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
 
 from bench.serving import ROW
 from feature_specs import Validator, load_spec
-from predictors.loading import load_model
+from predictors.runtime.loading import load_model
 
 
 class StockModel(Model):

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from predictors.kafka_settings import KafkaSettings
-from predictors.store_settings import StoreSettings
+from platform_settings.kafka import KafkaSettings
+from platform_settings.stores import StoreSettings
 
 if TYPE_CHECKING:
     from pipelines.storage import Store

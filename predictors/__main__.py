@@ -13,8 +13,8 @@ import logging
 
 from kserve import model_server
 
-from predictors.inference_log import InferenceLog
-from predictors.registry import model_names, predictor_class
+from predictors.observability.inference_log import InferenceLog
+from predictors.runtime.registry import model_names, predictor_class
 from predictors.server import serve
 from predictors.settings import INFERENCE_LOG_TOPIC, ServingSettings
 

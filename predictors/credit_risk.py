@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictors.base import Output, SpecModel
+from predictors.runtime.request_batch import Output
+from predictors.runtime.spec_model import SpecModel
 
 #: upper probability bound of each grade, best first; above the last bound is grade E.
 GRADE_BOUNDS = (0.02, 0.05, 0.10, 0.25)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictors.base import Output, SpecModel
+from predictors.runtime.request_batch import Output
+from predictors.runtime.spec_model import SpecModel
 
 
 class LeadScoreModel(SpecModel):

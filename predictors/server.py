@@ -1,11 +1,11 @@
 """Serving wiring: the KServe ModelServer plus the platform's own edges.
 
-Model code stays in :mod:`predictors.base`; this module mounts, ahead of KServe's routes,
-- the V2 model routes (:mod:`predictors.rest_v2`) and gRPC service (:mod:`predictors.grpc_v2`),
-- the model repository extension, locked down (:mod:`predictors.admin`),
+Model code stays in :mod:`predictors.runtime.spec_model`; this module mounts, ahead of KServe's routes,
+- the V2 model routes (:mod:`predictors.endpoints.rest_v2`) and gRPC service (:mod:`predictors.endpoints.grpc_v2`),
+- the model repository extension, locked down (:mod:`predictors.endpoints.admin`),
 - ``GET /api/v1/predict/<model>?feature=value&…`` — the Sales Service's query-string call,
 - OIP ``{"error": …}`` bodies for every client mistake and a request body limit,
-- ``Connection: close`` on every response once SIGUSR1 says a stop is coming (:mod:`predictors.draining`),
+- ``Connection: close`` on every response once SIGUSR1 says a stop is coming (:mod:`predictors.endpoints.draining`),
 and starts the server with every model registered, ready or not, so one that cannot load
 answers "not ready" while the others serve.
 """
@@ -33,15 +33,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from timing_asgi import TimingMiddleware
 
-from predictors import contract
-from predictors.admin import Admin, admin_routes
-from predictors.base import QueryRequest, SpecModel
-from predictors.draining import CloseWhenDraining, Drain
-from predictors.errors import ServingError
-from predictors.fast_infer import FastInfer
-from predictors.grpc_v2 import GrpcServer, Servicer
-from predictors.http_edges import BodyLimit, error_response, http_exception, serving_error
-from predictors.rest_v2 import v2_routes
+from predictors.endpoints.admin import Admin, admin_routes
+from predictors.endpoints.draining import CloseWhenDraining, Drain
+from predictors.endpoints.fast_infer import FastInfer
+from predictors.endpoints.grpc_v2 import GrpcServer, Servicer
+from predictors.endpoints.rest_v2 import v2_routes
+from predictors.protocol import contract
+from predictors.protocol.errors import ServingError
+from predictors.protocol.http_edges import BodyLimit, error_response, http_exception, serving_error
+from predictors.runtime.request_batch import QueryRequest
+from predictors.runtime.spec_model import SpecModel
 from predictors.settings import ServingSettings
 
 QUERY_ROUTE = "/api/v1/predict/{model_name}"
@@ -112,7 +113,7 @@ def add_platform_routes(app: FastAPI, dataplane: DataPlane, admin: Admin, settin
 
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady, NotImplementedError)
 
-#: Set by SIGUSR1 (Kubernetes' preStop hook) in a served process: see :mod:`predictors.draining`.
+#: Set by SIGUSR1 (Kubernetes' preStop hook) in a served process: see :mod:`predictors.endpoints.draining`.
 DRAIN = Drain()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from predictors.kafka_settings import KafkaSettings
-from predictors.store_settings import StoreSettings
+from platform_settings.kafka import KafkaSettings
+from platform_settings.stores import StoreSettings
 
 INFERENCE_LOG_TOPIC = "mlops.inference-log"
 

@@ -286,7 +286,7 @@ def test_every_metric_on_the_grafana_dashboard_is_exported() -> None:
 
     import kserve.metrics  # noqa: F401  (KServe's latency histograms)
 
-    import predictors.metrics  # noqa: F401
+    import predictors.observability.metrics  # noqa: F401
 
     root = Path(__file__).resolve().parents[1]
     dashboard = json.loads((root / "manifests/base/platform/grafana/constructos-ml.json").read_text())

@@ -81,7 +81,7 @@ class MonitoringService:
         except (PayloadError, InvalidFeature, KeyError) as exc:
             PAYLOADS.labels("refused").inc()
             return f"refused: {exc}"
-        from predictors.inference_log import encode
+        from predictors.observability.inference_log import encode
 
         record["inputs"] = validated
         with self._lock:

@@ -17,7 +17,7 @@ def configure() -> str:
     """Point MLflow at the platform's store; returns the tracking URI.
 
     MLflow's own loaders are not used to load models (their pickle switch would be process-wide):
-    every step loads through :func:`predictors.loading.load_model` (skops with an allow-list).
+    every step loads through :func:`predictors.runtime.loading.load_model` (skops with an allow-list).
     """
     import mlflow
 

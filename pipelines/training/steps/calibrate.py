@@ -77,7 +77,7 @@ def _sample(x: pd.DataFrame, y: np.ndarray, seed: int, rows: int = PROBE_ROWS) -
 
 def onnx_parity(spec: FeatureSpec, model: Pipeline) -> bool:
     """Whether serving's ONNX fast path reproduces this fitted model (the check serving makes at load)."""
-    from predictors.scoring import Scorer
+    from predictors.runtime.scoring import Scorer
 
     return Scorer(spec, model).runtime == "onnxruntime"
 

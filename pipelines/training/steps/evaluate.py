@@ -22,7 +22,7 @@ from feature_specs.spec import FeatureSpec
 from pipelines.training import mlflow_store
 from pipelines.training.steps import baselines, card, quality, tune, ui
 from pipelines.training.steps.train import labels, model_input, scores, split
-from predictors.loading import load_model
+from predictors.runtime.loading import load_model
 
 log = logging.getLogger(__name__)
 

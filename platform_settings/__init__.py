@@ -1,0 +1,1 @@
+"""Settings shared by serving and training: the Kafka connection and where the platform keeps its state."""

@@ -1,0 +1,1 @@
+"""What the server exposes: the V2 REST and gRPC routes, the fast infer path, admin routes and draining."""

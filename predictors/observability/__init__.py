@@ -1,0 +1,1 @@
+"""Prometheus metrics and the inference log of the predictors."""

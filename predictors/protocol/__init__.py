@@ -1,0 +1,1 @@
+"""The wire: the serving error, Open Inference Protocol tensors, HTTP edges and the feature contract."""

@@ -1,0 +1,1 @@
+"""Tests of predictors.endpoints: draining."""

@@ -1,0 +1,1 @@
+"""Tests of predictors.protocol: the serving error and the feature contract."""

@@ -1,0 +1,1 @@
+"""Tests of predictors.runtime: loading, scoring (ONNX parity) and micro-batching."""
