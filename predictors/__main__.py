@@ -19,7 +19,7 @@ from predictors.server import serve
 from predictors.settings import INFERENCE_LOG_TOPIC, ServingSettings
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m predictors", parents=[model_server.parser], conflict_handler="resolve"
     )
@@ -75,7 +75,7 @@ def use_store(uri: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = _parse_args(argv)
     flags = {
         "max_batch": args.max_batch,
         "use_onnx": False if args.no_onnx else None,
