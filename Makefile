@@ -71,7 +71,7 @@ $(GHZ):
 
 ghz: $(GHZ) ## build the pinned gRPC load generator ghz (Go module proxy) into the tools cache
 
-bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) + gRPC (ghz, when Go is there) + micro-batching, the pipeline, the trigger (starts Kafka), local vs S3 stores and trigger landing into S3 (after stores-up)
+bench: $(STAMP) ## benchmarks: serving REST (wrk; installs it) beside Seldon MLServer (its own env in the tools cache) and the limit of a Python server + gRPC (ghz, when Go is there) + micro-batching, the pipeline, the trigger (starts Kafka), local vs S3 stores and trigger landing into S3 (after stores-up)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; sudo -n true 2>/dev/null && sudo apt-get install -y -q wrk || apt-get install -y -q wrk)
 	@command -v go >/dev/null && $(MAKE) --no-print-directory ghz || echo "no Go: the gRPC benchmark is skipped"
 	$(PY) -m bench.serving

@@ -6,15 +6,22 @@
   and over KServe's own gRPC servicer with ``--grpc_port``).
 - ``grpcio``: a bare grpcio asyncio servicer answering a constant, without KServe: what any
   Python gRPC server built on grpcio costs per call, before it does anything.
+- ``limit``: the limit of a Python server on our stack: uvicorn (as KServe configures it) running
+  a FastAPI app (KServe's framework) with a bare ASGI handler ahead of it, where ours has
+  :class:`~predictors.fast_infer.FastInfer`, reading the request body as ours does and answering
+  ours' own answer (``--answer_file``: same size) to the V2 infer path, without parsing or scoring.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import uvicorn
+from fastapi import FastAPI
 from grpc import aio
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -22,20 +29,28 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
     GRPCInferenceServiceServicer,
     add_GRPCInferenceServiceServicer_to_server,
 )
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.serving import ROW
 from feature_specs import Validator, load_spec
+from predictors.endpoints.fast_infer import INFER_PATH, Disconnected
+from predictors.endpoints.fast_infer import _body as read_body
+from predictors.protocol.http_edges import send_body
 from predictors.runtime.loading import load_model
+
+
+def estimator_and_row(name: str, model_dir: str) -> tuple[Any, Any]:
+    """The estimator step of the trained pipeline, and the benchmark's row already transformed to
+    its numeric array (what the stock pattern and MLServer score)."""
+    pipeline = load_model(model_dir).pipeline
+    row = Validator(load_spec(name)).columns({name: [value] for name, (_, value) in ROW.items()})
+    return pipeline[-1], pipeline[0].transform(pd.DataFrame(row))
 
 
 class StockModel(Model):
     def __init__(self, name: str, model_dir: str) -> None:
         super().__init__(name)
-        spec = load_spec(name)
-        pipeline = load_model(model_dir).pipeline
-        row = Validator(spec).columns({name: [value] for name, (_, value) in ROW.items()})  # the benchmark's row
-        self.estimator = pipeline[-1]
-        self.array = pipeline[0].transform(pd.DataFrame(row))
+        self.estimator, self.array = estimator_and_row(name, model_dir)
         self.ready = True
 
     def predict(self, payload: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
@@ -69,14 +84,50 @@ async def serve_bare_grpc(port: int) -> None:
     await server.wait_for_termination()
 
 
+class ConstantInfer:
+    """Answers ``POST /v2/models/{m}/infer`` with a constant, after reading the body."""
+
+    def __init__(self, app: ASGIApp, answer: bytes) -> None:
+        self.app, self.answer = app, answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not INFER_PATH.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await read_body(receive)
+        except Disconnected:
+            return
+        await send_body(send, 200, self.answer)
+
+
+def serve_limit(port: int, model_name: str, answer: bytes) -> None:
+    app = FastAPI()
+
+    @app.get(f"/v2/models/{model_name}/ready")
+    def ready() -> dict[str, Any]:
+        return {"name": model_name, "ready": True}
+
+    app.add_middleware(ConstantInfer, answer=answer)
+    # KServe's RESTServer's uvicorn.Config (loop "auto": uvloop; http "auto": httptools), no access log
+    config = uvicorn.Config(
+        app, host="0.0.0.0", port=port, log_config=None, access_log=False, timeout_keep_alive=65, loop="auto"
+    )
+    uvicorn.Server(config).run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["stock", "floor", "grpcio"], required=True)
+    parser.add_argument("--kind", choices=["stock", "floor", "grpcio", "limit"], required=True)
     parser.add_argument("--model_name", default="credit_risk")
     parser.add_argument("--model_dir")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--grpc_port", type=int, help="also serve gRPC (KServe's servicer) on this port")
+    parser.add_argument("--answer_file", type=Path, help="limit: the body it answers")
     args, _ = parser.parse_known_args()
+    if args.kind == "limit":
+        serve_limit(args.http_port, args.model_name, args.answer_file.read_bytes())
+        return
     if args.kind == "grpcio":
         asyncio.run(serve_bare_grpc(args.grpc_port))
         return

@@ -44,13 +44,14 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
     return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
 
 
-GHZ_VERSION = "v0.121.0"
-PROTO = Path(__file__).resolve().parents[1] / "tests" / "oip" / "grpc_predict_v2.proto"
+def tools_cache() -> Path:
+    """Where the Makefile caches slow downloads and builds, keyed by version (CONSTRUCTOS_TOOLS_CACHE)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "constructos"
+    return Path(os.environ.get("CONSTRUCTOS_TOOLS_CACHE") or default)
 
 
 def find_ghz() -> str | None:
-    cache = os.environ.get("CONSTRUCTOS_TOOLS_CACHE", str(Path.home() / ".cache" / "constructos"))
-    built = Path(cache) / f"ghz-{GHZ_VERSION}" / "ghz"
+    built = tools_cache() / f"ghz-{GHZ_VERSION}" / "ghz"
     return os.environ.get("GHZ") or (str(built) if built.exists() else shutil.which("ghz"))
 
 

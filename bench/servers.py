@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -21,10 +22,10 @@ def free_port() -> int:
 
 
 def start(
-    cmd: list[str], ready: Callable[[], bool], extra_env: dict[str, str] | None = None
+    cmd: list[str], ready: Callable[[], bool], extra_env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     env = os.environ | {"KSERVE_LOGLEVEL": "WARNING"} | (extra_env or {})
-    proc = subprocess.Popen([*pin(0), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*pin(0), *cmd], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600  # a busy machine loads slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -58,8 +59,8 @@ def listening(port: int) -> Callable[[], bool]:
 
 
 @contextmanager
-def running(cmd: list[str], ready: Callable[[], bool], env: dict[str, str]) -> Iterator[None]:
-    proc = start(cmd, ready, env)
+def running(cmd: list[str], ready: Callable[[], bool], env: dict[str, str], cwd: Path | None = None) -> Iterator[None]:
+    proc = start(cmd, ready, env, cwd)
     try:
         yield
     finally:

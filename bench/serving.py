@@ -1,12 +1,17 @@
-"""Serving benchmark: our credit_risk predictor vs the stock pattern vs the server's floor.
+"""Serving benchmark: our credit_risk predictor vs the stock pattern, Seldon MLServer, the server's
+floor and the limit of a Python server.
 
 All servers run side by side, pinned to CPU 0 (only the one under load works); the load generator
 (wrk for REST, ghz for gRPC) runs pinned to CPU 1. 1-row V2 infer requests: throughput at 8
-connections, p50/p99 latency at 1 connection, each after a warm-up. Then ours over gRPC (same row,
-typed contents) beside a bare grpcio servicer answering a constant, and ours at 32 connections with
-and without adaptive micro-batching. The runs being compared are interleaved in rounds and the
-medians shown: this machine's speed drifts by tens of percent within minutes, and drift must not
-decide a ratio.
+connections, p50/p99 latency at 1 connection, each after a warm-up. MLServer (its scikit-learn
+runtime, in an environment of its own: ``bench/mlserver.py``) scores the same fitted estimator on
+the same row already transformed, as the stock pattern does; its answer is checked against ours
+before anything is timed. The limit is uvicorn + FastAPI answering a constant of our answer's size
+(``bench/baselines.py``). Then Triton's perf_analyzer on ours and MLServer, where it installs from
+PyPI; ours over gRPC (same row, typed contents) beside a bare grpcio servicer answering a constant;
+and ours at 32 connections with and without adaptive micro-batching. The runs being compared are
+interleaved in rounds and the medians shown: this machine's speed drifts by tens of percent within
+minutes, and drift must not decide a ratio.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import find_ghz, ghz, time_each, wrk
+from bench.load import find_ghz, ghz, pin, time_each, wrk
 from bench.servers import free_port, listening, model_ready, running
 
 MODEL = "credit_risk"
@@ -73,15 +79,26 @@ def rounds(runs: dict[str, Callable[[], Figures]], count: int) -> dict[str, Figu
     return {name: {k: statistics.median(s[k] for s in got) for k in got[0]} for name, got in samples.items()}
 
 
-def rest(url: str, script: Path, seconds: int, time_alone: bool = False) -> Callable[[], Figures]:
+def post_script(path: Path, body: str) -> Path:
+    """A wrk script POSTing ``body`` (JSON)."""
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}\n'
+    )
+    return path
+
+
+def rest(
+    url: str, script: Path, seconds: int, time_alone: bool = False, body: str | None = None
+) -> Callable[[], Figures]:
     """Throughput at 8 connections and latency at 1 (wrk); with ``time_alone`` also the p99 of
-    each request timed alone at 1 connection (no coordinated-omission correction)."""
+    each request timed alone at 1 connection (no coordinated-omission correction). ``body``: what
+    ``script`` sends, when it is not the benchmark's V2 request."""
 
     def run() -> Figures:
         throughput, latency = wrk(url, script, 8, seconds), wrk(url, script, 1, seconds)
         figures = {"rps": throughput["rps"], "p50": latency["p50"], "p99": latency["p99"]}
         if time_alone:
-            figures["p99 alone"] = time_each(url, v2_body().encode(), seconds)["p99"]
+            figures["p99 alone"] = time_each(url, (body or v2_body()).encode(), seconds)["p99"]
         return figures
 
     return run
@@ -103,15 +120,17 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian package 'wrk'); `make bench` installs it")
+    from bench import mlserver
+    from bench.baselines import estimator_and_row
     from tests.helpers import save_trained_model
 
+    mlserver_env = mlserver.environment()  # installed into the tools cache on first use
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         model_dir = save_trained_model(MODEL, Path(tmp) / MODEL, rows=20_000)
-        script = Path(tmp) / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(v2_body())}\n"
-        )
+        estimator, array = estimator_and_row(MODEL, str(model_dir))
+        script = post_script(Path(tmp) / "post.lua", v2_body())
+        mlserver_body = mlserver.v2_body(array)
+        mlserver_script = post_script(Path(tmp) / "mlserver.lua", mlserver_body)
         py = sys.executable
         print(
             f"serving benchmark: {MODEL}, 1-row V2 infer, servers on CPU 0, load on CPU 1; "
@@ -120,19 +139,46 @@ def main() -> None:
         ours_cmd = [py, "-m", "predictors", f"--model_name={MODEL}", f"--model_uri={model_dir}"]
         grpc_port, floor_grpc_port = free_port(), free_port()
         urls = {}
+
+        def serve(name: str, cmd: list[str], env: dict[str, str]) -> None:
+            port = free_port()
+            servers.enter_context(running([*cmd, f"--http_port={port}"], model_ready(port, MODEL), env))
+            urls[name] = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+
         for name, cmd, env in [
             ("floor", [py, "-m", "bench.baselines", "--kind=floor", f"--grpc_port={floor_grpc_port}"], {}),
             ("stock", [py, "-m", "bench.baselines", "--kind=stock", f"--model_dir={model_dir}"], {}),
             ("ours", [*ours_cmd, f"--grpc_port={grpc_port}"], {}),
             ("batched", [*ours_cmd, "--enable_grpc=false"], {"CONSTRUCTOS_BATCHING": "true"}),
         ]:
-            port = free_port()
-            servers.enter_context(running([*cmd, f"--http_port={port}"], model_ready(port, MODEL), env))
-            urls[name] = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
-            wrk(urls[name], script, 8, 3)  # warm-up
+            serve(name, cmd, env)
+        # MLServer: its own folder (settings.json + model-settings.json + model.joblib) as its working
+        # directory, its ports in settings.json, none of our environment's Python path
+        ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+        folder = Path(tmp) / "mlserver"
+        mlserver_cmd = mlserver.repository(mlserver_env, folder, MODEL, estimator, ports)
+        servers.enter_context(running(mlserver_cmd, model_ready(ports["http"], MODEL), {"PYTHONPATH": ""}, cwd=folder))
+        urls["MLServer"] = f"http://127.0.0.1:{ports['http']}/v2/models/{MODEL}/infer"
+        answer = same_answer(urls["ours"], urls["MLServer"], mlserver_body)
+        answer_file = Path(tmp) / "answer.json"
+        answer_file.write_bytes(answer)
+        serve("limit", [py, "-m", "bench.baselines", "--kind=limit", f"--answer_file={answer_file}"], {})
+        scripts = {name: mlserver_script if name == "MLServer" else script for name in urls}
+        for name, url in urls.items():
+            wrk(url, scripts[name], 8, 3)  # warm-up
 
+        compared = ("floor", "stock", "ours", "MLServer", "limit")
         results = rounds(
-            {name: rest(urls[name], script, args.seconds, time_alone=True) for name in ("floor", "stock", "ours")},
+            {
+                name: rest(
+                    urls[name],
+                    scripts[name],
+                    args.seconds,
+                    time_alone=True,
+                    body=mlserver_body if name == "MLServer" else None,
+                )
+                for name in compared
+            },
             args.rounds,
         )
         for name, result in results.items():
@@ -145,6 +191,8 @@ def main() -> None:
             f"{ours['p99 alone']:.3f} ms with each request timed alone",
             flush=True,
         )
+        against_mlserver(results)
+        with_perf_analyzer(urls, {"MLServer": mlserver_body}, Path(tmp), args)
         bare_port = free_port()
         bare = [py, "-m", "bench.baselines", "--kind=grpcio", f"--grpc_port={bare_port}"]
         servers.enter_context(running(bare, listening(bare_port), {}))
@@ -157,6 +205,85 @@ def main() -> None:
             args,
         )
         batching(urls["ours"], urls["batched"], script, args)
+
+
+def same_answer(ours_url: str, mlserver_url: str, mlserver_body: str) -> bytes:
+    """Check once that MLServer answers the probability ours answers (so both do the same work);
+    return ours' answer (the limit server answers it)."""
+    from bench.mlserver import probability
+
+    headers = {"Content-Type": "application/json"}
+    ours = httpx.post(ours_url, content=v2_body(), headers=headers, timeout=30)
+    theirs = httpx.post(mlserver_url, content=mlserver_body, headers=headers, timeout=30)
+    ours.raise_for_status()
+    theirs.raise_for_status()
+    (output,) = ours.json()["outputs"]
+    p_ours, p_theirs = float(output["data"][0]), probability(theirs.json())
+    if abs(p_ours - p_theirs) > 1e-9 + 1e-9 * abs(p_ours):
+        raise RuntimeError(f"MLServer answers {p_theirs!r}, ours {p_ours!r}: not the same work")
+    print(f"  MLServer and ours answer the same probability: {p_theirs:.12f} vs {p_ours:.12f}", flush=True)
+    return ours.content
+
+
+#: The issue's goals against MLServer (printed as met or not in each run; never a failure).
+GOAL_THROUGHPUT, GOAL_P99 = 3.0, 2.0
+
+
+def against_mlserver(results: dict[str, Figures]) -> None:
+    ours, theirs, limit = results["ours"], results["MLServer"], results["limit"]
+    throughput = ours["rps"] / theirs["rps"]
+    p99_ratio = theirs["p99"] / ours["p99"]
+    print(
+        f"  ours/MLServer {throughput:.2f}x throughput at 8 connections "
+        f"(goal >= {GOAL_THROUGHPUT:g}x: {'met' if throughput >= GOAL_THROUGHPUT else 'NOT met'}); "
+        f"ours/limit {ours['rps'] / limit['rps']:.2f}x (the limit: uvicorn + FastAPI answering a constant)",
+        flush=True,
+    )
+    print(
+        f"  p99 at 1 connection (wrk; timed alone): ours {ours['p99']:.3f} / {ours['p99 alone']:.3f} ms, "
+        f"MLServer {theirs['p99']:.3f} / {theirs['p99 alone']:.3f} ms, "
+        f"limit {limit['p99']:.3f} / {limit['p99 alone']:.3f} ms; "
+        f"MLServer/ours {p99_ratio:.2f}x (goal: ours <= MLServer's / {GOAL_P99:g}: "
+        f"{'met' if p99_ratio >= GOAL_P99 else 'NOT met'})",
+        flush=True,
+    )
+
+
+def with_perf_analyzer(urls: dict[str, str], bodies: dict[str, str], tmp: Path, args: argparse.Namespace) -> None:
+    """Ours against MLServer once more, measured by Triton's perf_analyzer (8 concurrent requests)
+    instead of wrk, where it installs from PyPI."""
+    from bench.mlserver import perf_analyzer
+
+    binary, why = perf_analyzer()
+    if not binary:
+        print(f"  perf_analyzer: skipped, it does not install here ({why})")
+        return
+
+    def measure(name: str) -> Figures:
+        data = tmp / f"{name}-perf.json"
+        request = json.loads(bodies.get(name) or v2_body())
+        data.write_text(json.dumps({"data": [{t["name"]: {"content": t["data"], "shape": t["shape"]}
+                                              for t in request["inputs"]}]}))  # fmt: skip
+        address = urls[name].split("//")[1].split("/")[0]
+        cmd = [*pin(1), binary, "-m", MODEL, "-u", address, "-i", "http", "--concurrency-range", "8",
+               "--input-data", str(data), "--measurement-interval", str(args.seconds * 1000)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        found = re.search(r"Throughput: ([\d.]+) infer/sec", out.stdout)
+        if out.returncode != 0 or not found:
+            raise RuntimeError((out.stderr or out.stdout).strip().splitlines()[-1:])
+        return {"rps": float(found.group(1))}
+
+    try:
+        results = rounds({name: (lambda name=name: measure(name)) for name in ("ours", "MLServer")}, args.rounds)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"  perf_analyzer: installed but failed against these servers: {exc}")
+        return
+    ratio = results["ours"]["rps"] / results["MLServer"]["rps"]
+    print(
+        f"  perf_analyzer, 8 concurrent: ours {results['ours']['rps']:.0f}, MLServer {results['MLServer']['rps']:.0f} "
+        f"infer/s: ours/MLServer {ratio:.2f}x",
+        flush=True,
+    )
 
 
 def grpc_vs_rest(
