@@ -9,7 +9,8 @@
   metadata are checked only — and the report says so.
 * Lint rules for what the schemas allow but the platform must not do (:mod:`pipelines.manifests.lint`).
 * Every discovered spec has its InferenceService and KafkaTopics
-  (:mod:`pipelines.manifests.coverage`), and the committed manifests are what ``make manifests`` renders from the specs (``render --check``).
+  (:mod:`pipelines.manifests.coverage`), and the committed manifests are what ``make manifests``
+  renders from the specs (``render --check``).
 
 Usage: ``python -m pipelines.manifests.check [OVERLAY_DIR ...]`` (default: every overlay).
 """
