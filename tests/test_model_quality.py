@@ -106,7 +106,7 @@ def test_best_achievable_is_scored_on_exactly_the_model_holdout_rows(data_dir: P
     # a holdout row without a known truth: no best achievable rather than a different row set
     stray = holdout.copy()
     stray.loc[0, "event_id"] = "not-synthetic"
-    assert baselines.best_achievable(data_dir, CREDIT, stray) is None
+    assert baselines.holdout_best_achievable(data_dir, CREDIT, stray) is None
 
 
 def test_naive_last_value_forecast_for_specs_with_lags() -> None:

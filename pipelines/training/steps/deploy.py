@@ -30,7 +30,7 @@ class Registration:
     alias: str
 
 
-def register(
+def register_version(
     spec: FeatureSpec,
     model_uri: str,
     *,
