@@ -18,7 +18,7 @@ from feature_specs.synthetic import generate
 from pipelines.monitoring.live_accuracy import OutcomeEvent, PredictionStore, breaches, outcome_event, parse_outcome
 from pipelines.monitoring.monitor import Monitor, MonitoringSettings
 from pipelines.monitoring.payload_log import REQUEST_TYPE, RESPONSE_TYPE, PayloadError, PayloadJoiner
-from tests.test_drift import columns, shifted
+from tests.pipelines.monitoring.test_drift import columns, shifted
 
 SPEC = load_spec("credit_risk")
 
@@ -288,7 +288,7 @@ def test_every_metric_on_the_grafana_dashboard_is_exported() -> None:
 
     import predictors.metrics  # noqa: F401
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     dashboard = json.loads((root / "manifests/base/platform/grafana/constructos-ml.json").read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {
