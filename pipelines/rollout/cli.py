@@ -39,7 +39,7 @@ order of each command (what is patched first, what is waited for):
 
 Online, the InferenceService is patched through the Kubernetes API (JSON merge patches under the
 field manager ``constructos-rollout`` that carry ``resourceVersion``: a concurrent change is a
-conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.targets`
+conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.cluster`
 for who owns which field). Every command is a state machine: run again after a stop, it goes on
 from the state it finds.
 ``--dry-run`` prints the patches, waits and alias moves and changes nothing. ``--overlay ENV`` works

@@ -422,8 +422,8 @@ def test_a_new_spec_is_caught_until_rendered_then_served_in_every_overlay(
         assert find(bundle, "KafkaTopic", "sales-deals-dlq")["spec"]["topicName"] == "sales.deals.dlq"
 
     # the GitOps rollout edits the new model's overlay file like any other
-    from pipelines.rollout.plan import Serving
-    from pipelines.rollout.targets import Overlay
+    from pipelines.rollout.overlay import Overlay
+    from pipelines.rollout.state import Serving
 
     staging = Overlay(manifests_copy / "overlays" / "staging")
     isvc = staging.get("deal_score")

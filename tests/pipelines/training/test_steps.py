@@ -18,8 +18,9 @@ from pipelines.settings import get_settings
 from pipelines.streaming import landing, launch
 from pipelines.training.run import TaskLogFilter
 from pipelines.training.steps import deploy
-from pipelines.training.steps.evaluate import compute_metrics, gate
+from pipelines.training.steps.evaluate import gate
 from pipelines.training.steps.extract import content_hash, extract
+from pipelines.training.steps.metrics import compute_metrics
 from pipelines.training.steps.train import model_input
 from pipelines.training.submit import run_name, submit
 
