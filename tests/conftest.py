@@ -91,9 +91,9 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def kustomize() -> str:
     """The pinned kustomize (`make kustomize`, Go), exported as KUSTOMIZE for the code under test."""
-    from pipelines.manifests import check as manifests_check
+    from pipelines.kustomize import find_kustomize
 
-    found = manifests_check.find_kustomize()
+    found = find_kustomize()
     if not found and shutil.which("go"):
         subprocess.run(["make", "-s", "kustomize"], cwd=ROOT, check=True)
         asked = subprocess.run(["make", "-s", "print-KUSTOMIZE"], cwd=ROOT, capture_output=True, text=True, check=True)

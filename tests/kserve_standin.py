@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from pipelines.rollout.plan import GROUP, PLURAL, VERSION, model_uri_of
+from pipelines.rollout.state import GROUP, PLURAL, VERSION, model_uri_of
 
 
 class KServeStandIn:

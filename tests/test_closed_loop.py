@@ -39,8 +39,8 @@ from pipelines.rollout.evidence import read_topic
 from pipelines.settings import Settings, get_settings
 from pipelines.streaming.topics import INFERENCE_LOG, MODEL_EVENTS, ensure_topics, named
 from tests.kafka_broker import ROOT, free_port
-from tests.test_drift import shifted
-from tests.test_monitoring_kafka import raw_columns, v2_request
+from tests.pipelines.monitoring.test_drift import shifted
+from tests.pipelines.monitoring.test_monitoring_kafka import raw_columns, v2_request
 
 pytestmark = pytest.mark.integration
 MODEL = "credit_risk"

@@ -31,7 +31,7 @@ from pipelines.demo import land_synthetic
 from pipelines.settings import Settings
 from pipelines.training.compile import compile_all
 from tests.helpers import free_port
-from tests.test_monitoring_kafka import raw_columns, v2_request
+from tests.pipelines.monitoring.test_monitoring_kafka import raw_columns, v2_request
 
 IMAGE = os.environ.get("CONSTRUCTOS_TEST_IMAGE", "")
 BUILDAH = ["buildah", "--storage-driver", "vfs"]

@@ -40,9 +40,9 @@ from pipelines.settings import Settings
 from pipelines.streaming.publish import publish_events
 from pipelines.training.steps.train import scores
 from tests.kafka_broker import ROOT, free_port
+from tests.pipelines.monitoring.test_drift import shifted
+from tests.pipelines.monitoring.test_monitoring import RESPONSE_TYPE, V2_RESPONSE, headers
 from tests.test_closed_loop import environment, process, score, serve, wait_for, world  # noqa: F401
-from tests.test_drift import shifted
-from tests.test_monitoring import RESPONSE_TYPE, V2_RESPONSE, headers
 
 pytestmark = [
     pytest.mark.integration,

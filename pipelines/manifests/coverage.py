@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from feature_specs import FeatureSpec
-from pipelines.manifests.check import Finding
+from pipelines.manifests.findings import Finding
 from pipelines.manifests.render import k8s_name
 
 

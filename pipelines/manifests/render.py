@@ -109,8 +109,8 @@ def rollout_component(models: list[str]) -> str:
 def initial_rollout_state(model: str, overlay: Path, isvc: dict[str, Any]) -> str:
     """A new model's rollout file: serve version 1 (the first the pipeline registers), no canary,
     as the rollout CLI writes it: revisions pin a version, never an alias."""
-    from pipelines.rollout.plan import Serving
-    from pipelines.rollout.targets import Overlay
+    from pipelines.rollout.overlay import Overlay
+    from pipelines.rollout.state import Serving
 
     return Overlay(overlay).text(model, isvc, Serving(model_uri=f"models:/{model}/1"))
 
@@ -168,7 +168,7 @@ def stale(manifests: Path = MANIFESTS, specs: dict[str, FeatureSpec] | None = No
     return problems
 
 
-def write(manifests: Path = MANIFESTS) -> list[Path]:
+def write_rendered(manifests: Path = MANIFESTS) -> list[Path]:
     """Render and write; returns the files that changed."""
     specs = load_specs()
     changed = []
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"stale: {problem}; run `make manifests`", file=sys.stderr)
         return 1 if problems else 0
-    changed = write(args.manifests)
+    changed = write_rendered(args.manifests)
     for path in changed:
         print(f"wrote {path.relative_to(args.manifests.parent)}")
     print(f"manifests: {len(changed)} files changed, every model of {', '.join(sorted(load_specs()))} rendered")

@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.manifests.check import MANIFESTS, Resource, build
+from pipelines.kustomize import build
+from pipelines.manifests.check import MANIFESTS
+from pipelines.manifests.findings import Resource
 
 MONITOR_KINDS = ("ServiceMonitor", "PodMonitor")
 RELABEL_KEYS = {"sourceLabels": "source_labels", "targetLabel": "target_label"}

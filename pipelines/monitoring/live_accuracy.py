@@ -16,7 +16,7 @@ after 90 days), so the store must outlive a restart and hold more rows than memo
 in-memory LRU would forget everything on every deploy. Each prediction takes its label once, so a
 replayed outcome is not counted twice. Joined pairs feed a rolling window per model version and
 role (:class:`RollingAccuracy`) whose metrics are the gate's own
-(:func:`pipelines.training.steps.evaluate.compute_metrics`), checked against the spec's floors and ceilings.
+(:func:`pipelines.training.steps.metrics.compute_metrics`), checked against the spec's floors and ceilings.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from feature_specs.spec import FeatureSpec
 
 
 @dataclass(frozen=True)
-class Outcome:
+class OutcomeEvent:
     event_id: str
     model: str
     request_id: str
@@ -48,7 +48,7 @@ class Outcome:
     row: int = 0
 
 
-def parse_outcome(raw: bytes | str, spec: FeatureSpec) -> Outcome:
+def parse_outcome(raw: bytes | str, spec: FeatureSpec) -> OutcomeEvent:
     """One outcome event, checked; a malformed one raises ValueError naming the field."""
     try:
         body = json.loads(raw)
@@ -69,7 +69,7 @@ def parse_outcome(raw: bytes | str, spec: FeatureSpec) -> Outcome:
         raise ValueError("actual: a finite number is required")
     if not isinstance(row, int) or isinstance(row, bool) or row < 0:
         raise ValueError("row: a non-negative integer is required")
-    return Outcome(body["event_id"], spec.name, body["request_id"], float(actual), row)
+    return OutcomeEvent(body["event_id"], spec.name, body["request_id"], float(actual), row)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class PredictionStore:
                 "DELETE FROM predictions WHERE rowid <= (SELECT MAX(rowid) FROM predictions) - ?", (self.max_rows,)
             )
 
-    def label(self, outcome: Outcome) -> list[Labelled]:
+    def label(self, outcome: OutcomeEvent) -> list[Labelled]:
         """Give the outcome to its predictions that have none yet; returns them (empty: unknown
         request, evicted, or labelled before)."""
         key = (outcome.model, outcome.request_id, outcome.row)
@@ -137,7 +137,7 @@ class PredictionStore:
 
 def live_metrics(spec: FeatureSpec, actual: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """The gate's metrics on labelled live rows; {} while they cannot be computed (no rows, or one class)."""
-    from pipelines.training.steps.evaluate import compute_metrics
+    from pipelines.training.steps.metrics import compute_metrics
 
     if len(actual) == 0 or (spec.is_classifier and len(set(actual.tolist())) < 2):
         return {}

@@ -163,7 +163,7 @@ class MonitoringService:
         self.monitor.close()
 
 
-def create_app(service: MonitoringService) -> FastAPI:
+def create_monitoring_app(service: MonitoringService) -> FastAPI:
     app = FastAPI(title="ConstructOS monitoring")
 
     @app.post("/events")
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     service = MonitoringService(settings)
     consumer = threading.Thread(target=service.run, name="monitoring-consumer", daemon=True)
     consumer.start()
-    app = create_app(service)
+    app = create_monitoring_app(service)
     uvicorn.run(app, host="0.0.0.0", port=args.port or settings.monitoring_port, log_level="warning")  # until SIGTERM
     service.stop()
     consumer.join(timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from pipelines.rollout.plan import CHALLENGER, CHAMPION
+from pipelines.rollout.state import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -153,7 +153,7 @@ Action = Literal["step", "promote", "rollback", "hold"]
 
 
 @dataclass(frozen=True)
-class Step:
+class LadderStep:
     action: Action
     percent: int | None = None
     reason: str = ""
@@ -161,21 +161,21 @@ class Step:
 
 def next_step(
     percent: int | None, verdict: Verdict, failures: int, failure_limit: int, ladder: Sequence[int] = LADDER
-) -> tuple[Step, int]:
+) -> tuple[LadderStep, int]:
     """The ladder's move after one analysis, and the failure count to carry on with.
 
     ``percent`` is the canary's current share (None: no canary traffic, e.g. shadow only)."""
     if verdict.decision == "rollback":
         failures += 1
         if failures >= failure_limit:
-            return Step("rollback", None, f"{failures} failed check(s), limit {failure_limit}"), failures
-        return Step("hold", percent, f"failed check {failures} of {failure_limit}"), failures
+            return LadderStep("rollback", None, f"{failures} failed check(s), limit {failure_limit}"), failures
+        return LadderStep("hold", percent, f"failed check {failures} of {failure_limit}"), failures
     if verdict.decision == "inconclusive":
-        return Step("hold", percent, "inconclusive"), failures
+        return LadderStep("hold", percent, "inconclusive"), failures
     higher = [p for p in ladder if p > (percent or 0)]
     if not higher:
-        return Step("promote", None, f"healthy at {percent}%"), failures
-    return Step("step", higher[0], f"healthy at {percent or 0}%"), failures
+        return LadderStep("promote", None, f"healthy at {percent}%"), failures
+    return LadderStep("step", higher[0], f"healthy at {percent or 0}%"), failures
 
 
 def parse_ladder(text: str) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ order of each command (what is patched first, what is waited for):
 
 Online, the InferenceService is patched through the Kubernetes API (JSON merge patches under the
 field manager ``constructos-rollout`` that carry ``resourceVersion``: a concurrent change is a
-conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.targets`
+conflict, which is re-read and re-planned up to ``--retries`` times; see :mod:`pipelines.rollout.cluster`
 for who owns which field). Every command is a state machine: run again after a stop, it goes on
 from the state it finds.
 ``--dry-run`` prints the patches, waits and alias moves and changes nothing. ``--overlay ENV`` works
@@ -69,8 +69,10 @@ from typing import TYPE_CHECKING, Any
 
 from feature_specs import spec_names
 from pipelines.rollout.aliases import read_aliases
+from pipelines.rollout.cluster import Cluster
 from pipelines.rollout.commands import Smoke, plan_for, run, status_lines, sync
-from pipelines.rollout.plan import (
+from pipelines.rollout.overlay import Overlay, overlay_dir
+from pipelines.rollout.state import (
     BLUE_GREEN,
     CANARY,
     CHALLENGER,
@@ -81,7 +83,7 @@ from pipelines.rollout.plan import (
     RolloutError,
     Serving,
 )
-from pipelines.rollout.targets import Cluster, Overlay, Target, overlay_dir
+from pipelines.rollout.targets import RolloutTarget
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -170,7 +172,7 @@ def command(args: argparse.Namespace, name: str, percent: int | None = None) -> 
 
 def auto(
     args: argparse.Namespace,
-    where: Target,
+    where: RolloutTarget,
     client: Callable[[], MlflowClient],
     say: Callable[[str], None] = print,
     analyse: Callable[[], Any] | None = None,
@@ -220,7 +222,11 @@ def auto(
 
 
 def finish(
-    args: argparse.Namespace, action: str, where: Target, client: Callable[[], MlflowClient], say: Callable[[str], None]
+    args: argparse.Namespace,
+    action: str,
+    where: RolloutTarget,
+    client: Callable[[], MlflowClient],
+    say: Callable[[str], None],
 ) -> None:
     """Promote or roll back completely (GitOps applies a multi-step plan one step per call)."""
     while Serving.from_isvc(where.get(args.model)).canary_running:
@@ -244,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sync":
             print("\n".join(sync(args)))
             return 0
-        where: Target = Overlay(overlay_dir(args.overlay, args.manifests)) if args.overlay else Cluster(args.namespace)
+        where: RolloutTarget
+        where = Overlay(overlay_dir(args.overlay, args.manifests)) if args.overlay else Cluster(args.namespace)
         if args.command == "auto":
             outcome = auto(args, where, lambda: mlflow_client(args.tracking_uri))
             print(f"outcome: {outcome}")

@@ -12,28 +12,31 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipelines.rollout.aliases import move_aliases, read_aliases
+from pipelines.rollout.cluster import Cluster, Conflict
+from pipelines.rollout.overlay import Overlay, overlay_dir
+from pipelines.rollout.patches import apply_merge_patch, merge_patch
 from pipelines.rollout.plan import (
-    CHALLENGER,
-    CHAMPION,
-    MODE_ANNOTATION,
     Plan,
-    Resource,
-    RolloutError,
-    Serving,
     Step,
-    apply_merge_patch,
-    isvc_name,
-    merge_patch,
     plan_pin,
     plan_promote,
     plan_rollback,
     plan_start,
     plan_step,
     plan_switch,
+)
+from pipelines.rollout.state import (
+    CHALLENGER,
+    CHAMPION,
+    MODE_ANNOTATION,
+    Resource,
+    RolloutError,
+    Serving,
+    isvc_name,
     predictor_service,
     uri_version,
 )
-from pipelines.rollout.targets import Cluster, Conflict, Overlay, Target, overlay_dir
+from pipelines.rollout.targets import RolloutTarget
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -98,7 +101,7 @@ def status_lines(model: str, isvc: Resource, aliases: dict[str, str | None] | No
     return lines
 
 
-def smoke(args: argparse.Namespace, where: Target, check: Smoke | None = None) -> list[str]:
+def smoke(args: argparse.Namespace, where: RolloutTarget, check: Smoke | None = None) -> list[str]:
     """The smoke test of the new version on its own endpoint; raises with the problems found."""
     from feature_specs import load_spec
     from pipelines.rollout.smoke import smoke_test
@@ -131,7 +134,7 @@ def waits(step: Step) -> list[str]:
 
 
 def run(
-    args: argparse.Namespace, where: Target, client: Callable[[], MlflowClient], check: Smoke | None = None
+    args: argparse.Namespace, where: RolloutTarget, client: Callable[[], MlflowClient], check: Smoke | None = None
 ) -> list[str]:
     """Carry out one command; returns what it did (or would do, with --dry-run)."""
     isvc = where.get(args.model)
@@ -173,7 +176,7 @@ def run(
     raise AssertionError("unreachable")
 
 
-def apply_steps(args: argparse.Namespace, where: Target, isvc: Resource, plan: Plan) -> list[str]:
+def apply_steps(args: argparse.Namespace, where: RolloutTarget, isvc: Resource, plan: Plan) -> list[str]:
     out: list[str] = []
     steps = plan.steps
     if isinstance(where, Overlay):  # GitOps: each step is its own commit and apply; nothing to wait for

@@ -59,7 +59,7 @@ def validate(model: str, snapshot: Input[Dataset], result: Output[Artifact], dat
         docs = artifacts.publish_dir("data-docs", model, data_hash, site)
     result.metadata.update({"success": report.success, "failures": len(report.failures), "data_docs_uri": docs})
     data_docs.metadata["site_uri"] = docs
-    validate.check(report, model)
+    validate.raise_if_failed(report, model)
 
 
 @component
@@ -242,7 +242,7 @@ def deploy(
 
     log_to_stdout()
     spec = load_spec(model)
-    registration = deploy.register(
+    registration = deploy.register_version(
         spec,
         model_uri,
         mlflow_run_id=mlflow_run_id,

@@ -43,7 +43,7 @@ def truth_dir(data_dir: Path) -> Path:
     return data_dir / "synthetic_truth"
 
 
-def best_achievable(data_dir: Path, spec: FeatureSpec, holdout: pd.DataFrame) -> np.ndarray | None:
+def holdout_best_achievable(data_dir: Path, spec: FeatureSpec, holdout: pd.DataFrame) -> np.ndarray | None:
     """The generating process's best score (P(target | observed) / median of the target) for exactly
     these holdout rows, or None when the rows are not all synthetic rows with a known truth."""
     if "event_id" not in holdout:

@@ -30,7 +30,7 @@ class Registration:
     alias: str
 
 
-def register(
+def register_version(
     spec: FeatureSpec,
     model_uri: str,
     *,
@@ -148,12 +148,12 @@ def apply_isvc(model: str, version: str, share: int | None) -> str:
     """
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return "skipped: not inside a Kubernetes cluster (the rendered manifest is the artifact)"
-    from pipelines.rollout import plan, targets
+    from pipelines.rollout import cluster, state
 
-    namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else plan.NAMESPACE
+    namespace = _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.is_file() else state.NAMESPACE
     if share is None:
-        return targets.pin_version(model, version, namespace=namespace)
-    return targets.start_canary(model, version, share, namespace=namespace)
+        return cluster.pin_version(model, version, namespace=namespace)
+    return cluster.start_canary(model, version, share, namespace=namespace)
 
 
 def deploy_isvc(spec: FeatureSpec, registration: Registration, out: Path, *, canary_percent: int, image: str) -> str:

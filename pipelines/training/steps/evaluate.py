@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 from feature_specs.spec import FeatureSpec
 from pipelines.training import mlflow_store
 from pipelines.training.steps import baselines, card, quality, tune, ui
+from pipelines.training.steps.metrics import compute_metrics
 from pipelines.training.steps.train import labels, model_input, scores, split
 from predictors.runtime.loading import load_model
 
@@ -34,21 +35,6 @@ IMPORTANCE_ROWS = 2000
 class GateResult:
     passed: bool
     reasons: list[str] = field(default_factory=list)
-
-
-def compute_metrics(spec: FeatureSpec, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    if spec.is_classifier:
-        return {
-            "roc_auc": float(skm.roc_auc_score(y, score)),
-            "pr_auc": float(skm.average_precision_score(y, score)),
-            "f1": float(skm.f1_score(y, score >= spec.gate.threshold)),
-            "brier": float(skm.brier_score_loss(y, score)),
-        }
-    return {
-        "mae": float(skm.mean_absolute_error(y, score)),
-        "rmse": float(np.sqrt(skm.mean_squared_error(y, score))),
-        "mape": float(skm.mean_absolute_percentage_error(y[y > 0], score[y > 0])) if (y > 0).any() else float("nan"),
-    }
 
 
 #: how the gate's reasons name each baseline
@@ -203,7 +189,7 @@ def holdout_scores(
     naive = baselines.naive_forecast(spec, x)
     if naive is not None:
         out["naive"] = naive
-    best = baselines.best_achievable(data_dir, spec, holdout) if data_dir else None
+    best = baselines.holdout_best_achievable(data_dir, spec, holdout) if data_dir else None
     if best is not None:
         out["best"] = best
     return x, y, out

@@ -28,6 +28,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from feature_specs.spec import FeatureSpec, Search, SearchRange
 from feature_specs.transform import build_model
 from pipelines.training import mlflow_store
+from pipelines.training.steps.metrics import compute_metrics
 from pipelines.training.steps.train import labels, model_input, scores, split
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ def cross_validated(
     ``durations`` so far, which this appends to) is not started: the trial is pruned and the study
     stopped, so the search keeps its time budget."""
     import optuna
-
-    from pipelines.training.steps.evaluate import compute_metrics
 
     values: list[float] = []
     durations = [] if durations is None else durations

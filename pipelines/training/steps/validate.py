@@ -140,7 +140,7 @@ def validate(spec: FeatureSpec, frame: pd.DataFrame, result_json: Path, docs_dir
     return report
 
 
-def check(report: Report, model: str) -> None:
+def raise_if_failed(report: Report, model: str) -> None:
     """Raise :class:`ValidationFailed` listing the failed expectations."""
     if not report.success:
         lines = "\n".join(f"  - {f}" for f in report.failures)

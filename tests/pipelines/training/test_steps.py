@@ -18,8 +18,9 @@ from pipelines.settings import get_settings
 from pipelines.streaming import landing, launch
 from pipelines.training.run import TaskLogFilter
 from pipelines.training.steps import deploy
-from pipelines.training.steps.evaluate import compute_metrics, gate
+from pipelines.training.steps.evaluate import gate
 from pipelines.training.steps.extract import content_hash, extract
+from pipelines.training.steps.metrics import compute_metrics
 from pipelines.training.steps.train import model_input
 from pipelines.training.submit import run_name, submit
 
@@ -96,7 +97,7 @@ def test_clean_snapshot_passes_and_writes_result_and_data_docs(landed: pd.DataFr
 
 
 def test_poisoned_snapshot_fails_naming_every_problem(landed: pd.DataFrame, tmp_path: Path) -> None:
-    from pipelines.training.steps.validate import ValidationFailed, check
+    from pipelines.training.steps.validate import ValidationFailed, raise_if_failed
 
     poisoned = landed.copy()
     poisoned["tax_id"] = "DE123456789"
@@ -108,7 +109,7 @@ def test_poisoned_snapshot_fails_naming_every_problem(landed: pd.DataFrame, tmp_
     text = "\n".join(report.failures)
     assert "tax_id" in text and "late_payment_ratio_12m" in text and "handshake" in text and "defaulted_90d" in text
     with pytest.raises(ValidationFailed, match="failed 4 expectation"):
-        check(report, "credit_risk")
+        raise_if_failed(report, "credit_risk")
 
 
 def test_too_few_rows_and_too_many_nulls_fail(landed: pd.DataFrame, tmp_path: Path) -> None:

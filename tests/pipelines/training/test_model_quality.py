@@ -106,7 +106,7 @@ def test_best_achievable_is_scored_on_exactly_the_model_holdout_rows(data_dir: P
     # a holdout row without a known truth: no best achievable rather than a different row set
     stray = holdout.copy()
     stray.loc[0, "event_id"] = "not-synthetic"
-    assert baselines.best_achievable(data_dir, CREDIT, stray) is None
+    assert baselines.holdout_best_achievable(data_dir, CREDIT, stray) is None
 
 
 def test_naive_last_value_forecast_for_specs_with_lags() -> None:
@@ -153,7 +153,7 @@ def test_search_ranges_parse_from_compact_yaml(tmp_path: Path) -> None:
     assert search is not None and search.timeout_s == 45
     assert search.params["learning_rate"] == SearchRange(low=0.02, high=0.3, log=True)
     assert search.params["max_leaf_nodes"].integer and not search.params["l2_regularization"].integer
-    text = (Path(__file__).parents[1] / "feature_specs" / "credit_risk.yaml").read_text()
+    text = (Path(__file__).parents[3] / "feature_specs" / "credit_risk.yaml").read_text()
     bad = text.replace("learning_rate: [0.02, 0.3, log]", "learning_rate: [0.3, 0.02]")
     (tmp_path / "credit_risk.yaml").write_text(bad)
     with pytest.raises(SpecError, match=r"estimator\.search\.params\.learning_rate"):

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipelines.manifests import check as mc
+from pipelines.kustomize import build
+from pipelines.manifests.check import MANIFESTS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_mlflow_runs_replicas_on_postgres_and_s3_with_secret_credentials(kustomize: str, env: str) -> None:
-    bundle = mc.build(mc.MANIFESTS / "overlays" / env, kustomize)
+    bundle = build(MANIFESTS / "overlays" / env, kustomize)
     deployment = next(r for r in bundle if r["kind"] == "Deployment" and r["metadata"]["name"] == "mlflow")
     spec = deployment["spec"]
     assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate"
@@ -38,7 +39,7 @@ def test_mlflow_runs_replicas_on_postgres_and_s3_with_secret_credentials(kustomi
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_the_trigger_lands_into_s3_with_the_bucket_credentials_only(kustomize: str, env: str) -> None:
-    bundle = mc.build(mc.MANIFESTS / "overlays" / env, kustomize)
+    bundle = build(MANIFESTS / "overlays" / env, kustomize)
     deployment = next(r for r in bundle if r["kind"] == "Deployment" and r["metadata"]["name"] == "trigger")
     (trigger,) = deployment["spec"]["template"]["spec"]["containers"]
     assert {"configMapRef": {"name": "platform-settings"}} in trigger["envFrom"]  # CONSTRUCTOS_LANDING_URI

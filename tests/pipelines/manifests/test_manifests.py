@@ -17,8 +17,11 @@ import pytest
 import yaml
 
 from feature_specs import load_spec, spec_names
-from pipelines.manifests import check as mc
+from pipelines.kustomize import build
 from pipelines.manifests import render
+from pipelines.manifests.check import MANIFESTS, check_bundle, main
+from pipelines.manifests.lint import DEPLOYMENT_MODE, containers, image_tag
+from pipelines.manifests.schemas import close_schema, isvc_validator
 
 OVERLAYS = ("dev", "staging", "prod")
 Bundle = list[dict[str, Any]]
@@ -26,7 +29,7 @@ Bundle = list[dict[str, Any]]
 
 @pytest.fixture(scope="session")
 def rendered(kustomize: str) -> dict[str, Bundle]:
-    return {env: mc.build(mc.MANIFESTS / "overlays" / env, kustomize) for env in OVERLAYS}
+    return {env: build(MANIFESTS / "overlays" / env, kustomize) for env in OVERLAYS}
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def find(bundle: Bundle, kind: str, name: str) -> dict[str, Any]:
 
 
 def rules(bundle: Bundle) -> set[str]:
-    return {f.rule for f in mc.check(bundle)[0]}
+    return {f.rule for f in check_bundle(bundle)[0]}
 
 
 def predictor(bundle: Bundle, name: str = "credit-risk") -> dict[str, Any]:
@@ -47,7 +50,7 @@ def predictor(bundle: Bundle, name: str = "credit-risk") -> dict[str, Any]:
 
 
 def container(bundle: Bundle, kind: str = "InferenceService", name: str = "credit-risk") -> dict[str, Any]:
-    return mc.containers(find(bundle, kind, name))[0]
+    return containers(find(bundle, kind, name))[0]
 
 
 # --- the real overlays ----------------------------------------------------------------------
@@ -56,7 +59,7 @@ def container(bundle: Bundle, kind: str = "InferenceService", name: str = "credi
 @pytest.mark.integration
 @pytest.mark.parametrize("env", OVERLAYS)
 def test_overlay_builds_and_passes_every_check(rendered: dict[str, Bundle], env: str) -> None:
-    findings, notes = mc.check(rendered[env])
+    findings, notes = check_bundle(rendered[env])
     assert findings == []
     # the API server of the cluster tests checks these against their CRDs (tests/test_cluster_*.py)
     assert sorted(notes) == [
@@ -77,7 +80,7 @@ def test_every_model_is_served_in_knative_mode_with_its_own_name(rendered: dict[
     for env, bundle in rendered.items():
         for model in spec_names():
             isvc = find(bundle, "InferenceService", model.replace("_", "-"))
-            assert isvc["metadata"]["annotations"][mc.DEPLOYMENT_MODE] == "Knative", env
+            assert isvc["metadata"]["annotations"][DEPLOYMENT_MODE] == "Knative", env
             c = isvc["spec"]["predictor"]["containers"][0]
             assert c["command"][:3] == ["python", "-m", "predictors"]
             assert f"--model_name={model}" in c["command"]
@@ -154,9 +157,9 @@ def _mode(mode: str | None) -> Breaker:
     def breaker(b: Bundle) -> None:
         annotations = find(b, "InferenceService", "credit-risk")["metadata"]["annotations"]
         if mode is None:
-            del annotations[mc.DEPLOYMENT_MODE]
+            del annotations[DEPLOYMENT_MODE]
         else:
-            annotations[mc.DEPLOYMENT_MODE] = mode
+            annotations[DEPLOYMENT_MODE] = mode
         predictor(b)["canaryTrafficPercent"] = 10
 
     return breaker
@@ -267,7 +270,7 @@ def test_each_rule_catches_its_broken_manifest(staging: Bundle, case: str) -> No
 def test_a_digest_is_a_pinned_image(staging: Bundle) -> None:
     digest = "ghcr.io/constructos/ml-platform@sha256:" + "0" * 64
     for res in staging:
-        for c in mc.containers(res):
+        for c in containers(res):
             c["image"] = digest
     find(staging, "ConfigMap", "platform-settings")["data"]["CONSTRUCTOS_IMAGE"] = digest
     assert rules(staging) == set()
@@ -278,7 +281,7 @@ def test_a_digest_is_a_pinned_image(staging: Bundle) -> None:
 
 @pytest.fixture
 def manifests_copy(tmp_path: Path) -> Path:
-    shutil.copytree(mc.MANIFESTS, tmp_path / "manifests")
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
     return tmp_path / "manifests"
 
 
@@ -288,12 +291,12 @@ def test_command_fails_on_a_broken_overlay(
 ) -> None:
     monkeypatch.setenv("KUSTOMIZE", kustomize)
     overlay = manifests_copy / "overlays" / "staging"
-    assert mc.main([str(overlay)]) == 0
+    assert main([str(overlay)]) == 0
     rollout = overlay / "rollout" / "lead_score.yaml"
     ops = yaml.safe_load(rollout.read_text())
     ops.append({"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 150})
     rollout.write_text(yaml.safe_dump(ops))
-    assert mc.main([str(overlay)]) == 1
+    assert main([str(overlay)]) == 1
     assert "InferenceService/constructos-ml/lead-score: [canary-range]" in capsys.readouterr().out
 
 
@@ -304,7 +307,7 @@ def test_command_fails_when_kustomize_cannot_build(
     monkeypatch.setenv("KUSTOMIZE", kustomize)
     overlay = manifests_copy / "overlays" / "dev"
     (overlay / "predictors.yaml").unlink()
-    assert mc.main([str(overlay)]) == 1
+    assert main([str(overlay)]) == 1
 
 
 @pytest.mark.integration
@@ -313,10 +316,10 @@ def test_the_deployed_image_reaches_the_pipeline_settings(kustomize: str, manife
     overlay = manifests_copy / "overlays" / "staging"
     image = "ghcr.io/constructos/ml-platform:sha-1234abc"
     subprocess.run([kustomize, "edit", "set", "image", image], cwd=overlay, check=True)
-    bundle = mc.build(overlay, kustomize)
-    assert {c["image"] for r in bundle for c in mc.containers(r)} == {image}
+    bundle = build(overlay, kustomize)
+    assert {c["image"] for r in bundle for c in containers(r)} == {image}
     assert find(bundle, "ConfigMap", "platform-settings")["data"]["CONSTRUCTOS_IMAGE"] == image
-    assert mc.check(bundle)[0] == []
+    assert check_bundle(bundle)[0] == []
 
 
 # --- fast checks, no kustomize --------------------------------------------------------------
@@ -331,7 +334,7 @@ def test_closed_schema_rejects_unknown_fields_but_keeps_open_maps() -> None:
             "status": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
         },
     }
-    closed = mc.close_schema(schema)
+    closed = close_schema(schema)
     assert closed["additionalProperties"] is False
     assert closed["properties"]["spec"]["additionalProperties"] is False
     assert closed["properties"]["labels"]["additionalProperties"] == {"type": "string"}
@@ -340,10 +343,10 @@ def test_closed_schema_rejects_unknown_fields_but_keeps_open_maps() -> None:
 
 
 def test_crd_schema_rejects_a_misspelt_container_field() -> None:
-    isvc = next(yaml.safe_load_all((mc.MANIFESTS / "base" / "platform" / "inferenceservices.yaml").read_text()))
-    assert list(mc.isvc_validator().iter_errors(isvc)) == []
+    isvc = next(yaml.safe_load_all((MANIFESTS / "base" / "platform" / "inferenceservices.yaml").read_text()))
+    assert list(isvc_validator().iter_errors(isvc)) == []
     isvc["spec"]["predictor"]["containers"][0]["readynessProbe"] = {}
-    errors = list(mc.isvc_validator().iter_errors(isvc))
+    errors = list(isvc_validator().iter_errors(isvc))
     assert len(errors) == 1 and "readynessProbe" in errors[0].message
 
 
@@ -358,13 +361,13 @@ def test_crd_schema_rejects_a_misspelt_container_field() -> None:
     ],
 )
 def test_image_tag(image: str, tag: str | None) -> None:
-    assert mc.image_tag(image) == tag
+    assert image_tag(image) == tag
 
 
 def test_kafka_topics_cover_every_topic_the_platform_uses() -> None:
     from pipelines.streaming.topics import all_topics
 
-    kafka = mc.MANIFESTS / "base" / "kafka"
+    kafka = MANIFESTS / "base" / "kafka"
     topics = [t for f in ("topics.yaml", "model-topics.yaml") for t in yaml.safe_load_all((kafka / f).read_text())]
     declared = {t["spec"]["topicName"] for t in topics}
     assert {t["apiVersion"] for t in topics} == {"kafka.strimzi.io/v1"}  # Strimzi 1.x serves v1 only
@@ -374,7 +377,7 @@ def test_kafka_topics_cover_every_topic_the_platform_uses() -> None:
 def test_the_manifests_pin_the_image_the_pipelines_use() -> None:
     from pipelines.settings import Settings
 
-    kustomization = yaml.safe_load((mc.MANIFESTS / "base" / "platform" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((MANIFESTS / "base" / "platform" / "kustomization.yaml").read_text())
     (image,) = kustomization["images"]
     assert f"{image['name']}:{image['newTag']}" == Settings.model_fields["image"].default
 
@@ -403,31 +406,31 @@ def test_a_new_spec_is_caught_until_rendered_then_served_in_every_overlay(
     monkeypatch.setenv("CONSTRUCTOS_SPEC_PATH", str(specs))
     overlays = [str(manifests_copy / "overlays" / env) for env in OVERLAYS]
 
-    assert mc.main(overlays) == 1  # stale, and no InferenceService or topics for the new model
+    assert main(overlays) == 1  # stale, and no InferenceService or topics for the new model
     out = capsys.readouterr().out
     assert "manifests/base/platform/inferenceservices.yaml differs" in out
     assert "model deal_score: [coverage] no InferenceService deal-score" in out
     assert "model deal_score: [coverage] no KafkaTopic with topicName sales.deals.dlq" in out
 
     assert render.main(["--manifests", str(manifests_copy)]) == 0
-    assert mc.main(overlays) == 0
+    assert main(overlays) == 0
     for env, percent in (("dev", "50"), ("staging", "10"), ("prod", "10")):
-        bundle = mc.build(manifests_copy / "overlays" / env, kustomize)
+        bundle = build(manifests_copy / "overlays" / env, kustomize)
         isvc = find(bundle, "InferenceService", "deal-score")
         assert isvc["metadata"]["annotations"]["constructos.io/canary-percent"] == percent
         assert isvc["spec"]["predictor"]["containers"][0]["args"] == ["--model_uri=models:/deal_score/1"]
         assert find(bundle, "KafkaTopic", "sales-deals-dlq")["spec"]["topicName"] == "sales.deals.dlq"
 
     # the GitOps rollout edits the new model's overlay file like any other
-    from pipelines.rollout.plan import Serving
-    from pipelines.rollout.targets import Overlay
+    from pipelines.rollout.overlay import Overlay
+    from pipelines.rollout.state import Serving
 
     staging = Overlay(manifests_copy / "overlays" / "staging")
     isvc = staging.get("deal_score")
     staging.apply(
         "deal_score", isvc, Serving("models:/deal_score/2", canary_percent=10, stable_uri="models:/deal_score/1")
     )
-    canary = predictor(mc.build(staging.directory, kustomize), "deal-score")
+    canary = predictor(build(staging.directory, kustomize), "deal-score")
     assert canary["canaryTrafficPercent"] == 10
     assert render.main(["--manifests", str(manifests_copy), "--check"]) == 0  # rollout state is not "stale"
 

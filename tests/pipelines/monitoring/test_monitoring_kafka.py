@@ -22,7 +22,7 @@ from feature_specs.synthetic import generate
 from pipelines.monitoring.live_accuracy import outcome_event
 from pipelines.monitoring.outcomes import publish_outcomes
 from pipelines.monitoring.payload_log import REQUEST_TYPE, RESPONSE_TYPE
-from pipelines.monitoring.service import MonitoringService, MonitoringSettings, RetrainRequests, create_app
+from pipelines.monitoring.service import MonitoringService, MonitoringSettings, RetrainRequests, create_monitoring_app
 from pipelines.settings import Settings
 from pipelines.streaming.topics import INFERENCE_LOG, MODEL_EVENTS, RETRAIN_REQUESTS, ensure_topics, named
 
@@ -94,7 +94,7 @@ def test_payload_logger_events_reach_the_inference_log_and_join_outcomes(
         "outputs": [{"name": "probability", "shape": [3], "datatype": "FP64", "data": [0.1, 0.5, 0.9]}],
     }
     headers = {"ce-id": "ev-1", "ce-inferenceservicename": "credit-risk", "ce-endpoint": "default"}
-    with TestClient(create_app(service)) as http:
+    with TestClient(create_monitoring_app(service)) as http:
         first = http.post("/events", json=response, headers=headers | {"ce-type": RESPONSE_TYPE})
         second = http.post("/events", json=v2_request(request_id, rows), headers=headers | {"ce-type": REQUEST_TYPE})
         bad = http.post("/events", content=b"[]", headers=headers | {"ce-id": "ev-2", "ce-type": REQUEST_TYPE})

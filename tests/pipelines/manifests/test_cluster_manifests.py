@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.manifests import check as mc
+from pipelines.kustomize import build
+from pipelines.manifests.check import MANIFESTS
 from tests.kube_cluster import Kube
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
@@ -24,12 +25,12 @@ NS = "constructos-ml"
 def namespaces(kube: Kube) -> None:
     """A server-side dry run cannot see a Namespace created in the same dry run: create them first
     (`kafka` belongs to the Strimzi installation, not to these manifests)."""
-    kube.kubectl("apply", "--server-side", GITOPS, "-f", str(mc.MANIFESTS / "base" / "platform" / "namespace.yaml"))
+    kube.kubectl("apply", "--server-side", GITOPS, "-f", str(MANIFESTS / "base" / "platform" / "namespace.yaml"))
     kube.kubectl("create", "namespace", "kafka", check=False)
 
 
 def apply_k(kube: Kube, env: str, *extra: str) -> str:
-    overlay = str(mc.MANIFESTS / "overlays" / env)
+    overlay = str(MANIFESTS / "overlays" / env)
     return kube.kubectl("apply", "-k", overlay, "--server-side", GITOPS, *extra).stdout
 
 
@@ -60,7 +61,7 @@ def into_namespaces(resources: list[dict[str, Any]], names: dict[str, str]) -> l
 def test_every_overlay_dry_runs_then_applies_as_rendered(kube: Kube, kustomize: str, env: str) -> None:
     names = {NS: f"{env}-{uuid.uuid4().hex[:6]}", "kafka": f"{env}-kafka-{uuid.uuid4().hex[:6]}"}
     kube.kubectl("create", "namespace", names["kafka"])
-    rendered = mc.build(mc.MANIFESTS / "overlays" / env)
+    rendered = build(MANIFESTS / "overlays" / env)
     moved = into_namespaces(rendered, names)
     namespaces = [r for r in moved if r["kind"] == "Namespace"]
     kube.kubectl("apply", "--server-side", GITOPS, "-f", "-", stdin=yaml.safe_dump_all(namespaces))

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.manifests.check import MANIFESTS, build
+from pipelines.kustomize import build
+from pipelines.manifests.check import MANIFESTS
 from pipelines.manifests.scrape import main, matches, prometheus_config, scrape_configs
 
 DEV = MANIFESTS / "overlays" / "dev"

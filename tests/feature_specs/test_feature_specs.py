@@ -17,7 +17,7 @@ from feature_specs.synthetic import best_metrics, generate, has_generator, to_ev
 from feature_specs.transform import build_model, monotonic_constraints
 from tests.spec_data import spec_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write(tmp_path: Path, name: str, mutate: object) -> Path:

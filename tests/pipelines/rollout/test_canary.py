@@ -17,7 +17,6 @@ from feature_specs import load_spec
 from feature_specs.synthetic import generate
 from pipelines.monitoring.live_accuracy import outcome_event
 from pipelines.rollout import cli as rollout
-from pipelines.rollout import plan, targets
 from pipelines.rollout.canary import (
     Evidence,
     Policy,
@@ -30,9 +29,11 @@ from pipelines.rollout.canary import (
     score_psi,
 )
 from pipelines.rollout.evidence import bucket_shares, evidence_from_prometheus, promql
+from pipelines.rollout.overlay import Overlay
+from pipelines.rollout.state import Serving
 
 SPEC = load_spec("credit_risk")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def evidence(**changes: Any) -> Evidence:
@@ -207,28 +208,28 @@ def auto_args(manifests: Path, **extra: Any) -> argparse.Namespace:
 @pytest.mark.integration
 def test_auto_climbs_the_ladder_and_promotes(manifests: Path) -> None:
     args = auto_args(manifests)
-    overlay = targets.Overlay(manifests / "overlays" / "dev")
+    overlay = Overlay(manifests / "overlays" / "dev")
     seen: list[int | None] = []
 
     def analyse() -> Verdict:
-        seen.append(plan.Serving.from_isvc(overlay.get("credit_risk")).canary_percent)
+        seen.append(Serving.from_isvc(overlay.get("credit_risk")).canary_percent)
         return PROMOTE
 
     lines: list[str] = []
     outcome = rollout.auto(args, overlay, lambda: None, lines.append, analyse, sleep=lambda s: None)
     assert outcome == "promote"
     assert seen == [10, 25, 50, 100]
-    final = plan.Serving.from_isvc(overlay.get("credit_risk"))
-    assert final == plan.Serving("models:/credit_risk/7", None, None, 50)
+    final = Serving.from_isvc(overlay.get("credit_risk"))
+    assert final == Serving("models:/credit_risk/7", None, None, 50)
 
 
 @pytest.mark.integration
 def test_auto_rolls_back_after_the_failure_limit(manifests: Path) -> None:
     args = auto_args(manifests)
-    overlay = targets.Overlay(manifests / "overlays" / "dev")
+    overlay = Overlay(manifests / "overlays" / "dev")
     verdicts = iter([PROMOTE, WAIT, ROLLBACK, ROLLBACK])
     lines: list[str] = []
     outcome = rollout.auto(args, overlay, lambda: None, lines.append, lambda: next(verdicts), sleep=lambda s: None)
     assert outcome == "rollback"
     assert any("check 4: rollback -> rollback" in line for line in lines)
-    assert plan.Serving.from_isvc(overlay.get("credit_risk")) == plan.Serving("models:/credit_risk/1", None, None, 50)
+    assert Serving.from_isvc(overlay.get("credit_risk")) == Serving("models:/credit_risk/1", None, None, 50)

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from feature_specs import Validator, load_spec
 from feature_specs.reference import build_reference
 from feature_specs.synthetic import generate
-from pipelines.monitoring.live_accuracy import Outcome, PredictionStore, breaches, outcome_event, parse_outcome
+from pipelines.monitoring.live_accuracy import OutcomeEvent, PredictionStore, breaches, outcome_event, parse_outcome
 from pipelines.monitoring.monitor import Monitor, MonitoringSettings
 from pipelines.monitoring.payload_log import REQUEST_TYPE, RESPONSE_TYPE, PayloadError, PayloadJoiner
-from tests.test_drift import columns, shifted
+from tests.pipelines.monitoring.test_drift import columns, shifted
 
 SPEC = load_spec("credit_risk")
 
@@ -105,7 +105,7 @@ def test_error_responses_and_bad_events_are_refused_and_pending_halves_are_bound
 
 def test_outcome_events_are_checked() -> None:
     good = outcome_event("credit_risk", "req-1", True, row=2)
-    assert parse_outcome(json.dumps(good), SPEC) == Outcome(good["event_id"], "credit_risk", "req-1", 1.0, 2)
+    assert parse_outcome(json.dumps(good), SPEC) == OutcomeEvent(good["event_id"], "credit_risk", "req-1", 1.0, 2)
     for change, problem in [
         ({"actual": 1}, "actual: a boolean"),
         ({"model": "lead_score"}, "model"),
@@ -124,14 +124,14 @@ def test_prediction_store_labels_once_and_evicts_the_oldest(tmp_path: Path) -> N
     store = PredictionStore(tmp_path / "p.db", max_rows=4)
     store.add("credit_risk", "a", "1", "champion", [0.1, 0.2])
     store.add("credit_risk", "a", "2", "challenger", [0.3, 0.4])
-    first = store.label(Outcome("e1", "credit_risk", "a", 1.0, row=1))
+    first = store.label(OutcomeEvent("e1", "credit_risk", "a", 1.0, row=1))
     assert sorted((x.version, x.role, x.score) for x in first) == [("1", "champion", 0.2), ("2", "challenger", 0.4)]
-    assert store.label(Outcome("e1", "credit_risk", "a", 1.0, row=1)) == []  # a replay is not counted twice
+    assert store.label(OutcomeEvent("e1", "credit_risk", "a", 1.0, row=1)) == []  # a replay is not counted twice
     store.add("credit_risk", "b", "1", "champion", [0.5, 0.6])
     assert len(store) == 4
-    evicted = store.label(Outcome("e2", "credit_risk", "a", 0.0, row=0))
+    evicted = store.label(OutcomeEvent("e2", "credit_risk", "a", 0.0, row=0))
     assert [(x.version, x.score) for x in evicted] == [("2", 0.3)]  # version 1's rows were the oldest
-    assert len(store.label(Outcome("e3", "credit_risk", "b", 0.0, row=0))) == 1
+    assert len(store.label(OutcomeEvent("e3", "credit_risk", "b", 0.0, row=0))) == 1
     store.close()
     assert len(PredictionStore(tmp_path / "p.db")) == 4  # survives a restart
 
@@ -288,7 +288,7 @@ def test_every_metric_on_the_grafana_dashboard_is_exported() -> None:
 
     import predictors.observability.metrics  # noqa: F401
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     dashboard = json.loads((root / "manifests/base/platform/grafana/constructos-ml.json").read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {

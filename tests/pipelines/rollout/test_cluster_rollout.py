@@ -18,9 +18,21 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.manifests import check as mc
-from pipelines.rollout import cli, targets
-from pipelines.rollout import plan as ro
+from pipelines.kustomize import build
+from pipelines.manifests.check import MANIFESTS
+from pipelines.rollout import cli
+from pipelines.rollout.cluster import Cluster, Conflict, start_canary
+from pipelines.rollout.state import (
+    GROUP,
+    MODE_ANNOTATION,
+    PLURAL,
+    VERSION,
+    Resource,
+    RolloutError,
+    Serving,
+    model_uri_of,
+    predictor_service,
+)
 from tests.kserve_standin import KServeStandIn
 from tests.kube_cluster import Kube
 
@@ -29,8 +41,8 @@ V1, V2 = "models:/credit_risk/1", "models:/credit_risk/2"
 GITOPS = "--field-manager=constructos-gitops"
 
 
-def staging_isvc(namespace: str, manifests: Path = mc.MANIFESTS) -> dict[str, Any]:
-    isvc = next(r for r in mc.build(manifests / "overlays" / "staging") if r["metadata"]["name"] == "credit-risk")
+def staging_isvc(namespace: str, manifests: Path = MANIFESTS) -> dict[str, Any]:
+    isvc = next(r for r in build(manifests / "overlays" / "staging") if r["metadata"]["name"] == "credit-risk")
     isvc["metadata"]["namespace"] = namespace
     return isvc
 
@@ -40,20 +52,20 @@ def gitops_apply(kube: Kube, isvc: dict[str, Any], check: bool = True) -> Any:
 
 
 @pytest.fixture
-def live(kube: Kube, kustomize: str) -> tuple[str, targets.Cluster]:
+def live(kube: Kube, kustomize: str) -> tuple[str, Cluster]:
     """staging's credit-risk, applied by GitOps into a fresh namespace; the rollout's view of it."""
     namespace = kube.namespace("rollout")
     gitops_apply(kube, staging_isvc(namespace))
-    return namespace, targets.Cluster(namespace, kube.admin)
+    return namespace, Cluster(namespace, kube.admin)
 
 
-def rollout(cluster: targets.Cluster, *argv: str) -> list[str]:
+def rollout(cluster: Cluster, *argv: str) -> list[str]:
     args = cli.parse_args([*argv, "--namespace", cluster.namespace, "--no-aliases", "--ready-timeout", "20"])
     return cli.run(args, cluster, lambda: None)
 
 
-def serving(cluster: targets.Cluster) -> ro.Serving:
-    return ro.Serving.from_isvc(cluster.get("credit_risk"))
+def serving(cluster: Cluster) -> Serving:
+    return Serving.from_isvc(cluster.get("credit_risk"))
 
 
 def settle(kserve: KServeStandIn) -> dict[str, int]:
@@ -63,28 +75,28 @@ def settle(kserve: KServeStandIn) -> dict[str, int]:
 # --- every command, and the traffic each stored state routes ---------------------------------
 
 
-def test_start_step_promote_route_traffic_as_asked(live: tuple[str, targets.Cluster]) -> None:
+def test_start_step_promote_route_traffic_as_asked(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     with KServeStandIn(cluster.api, namespace, "credit-risk") as kserve:
         assert settle(kserve) == {V1: 100}
         rollout(cluster, "start", "credit_risk", "--version", "2")
-        assert serving(cluster) == ro.Serving(V2, 10, V1, 10)
+        assert serving(cluster) == Serving(V2, 10, V1, 10)
         assert settle(kserve) == {V2: 10, V1: 90}
         rollout(cluster, "step", "credit_risk", "--percent", "50")
         assert settle(kserve) == {V2: 50, V1: 50}
         rollout(cluster, "promote", "credit_risk")
-        assert serving(cluster) == ro.Serving(V2, None, None, 10)
+        assert serving(cluster) == Serving(V2, None, None, 10)
         assert settle(kserve) == {V2: 100}
     assert kserve.history == [{V1: 100}, {V2: 10, V1: 90}, {V2: 50, V1: 50}, {V2: 100}]
 
 
-def test_rollback_never_sends_the_canary_more_than_its_share(live: tuple[str, targets.Cluster]) -> None:
+def test_rollback_never_sends_the_canary_more_than_its_share(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     with KServeStandIn(cluster.api, namespace, "credit-risk") as kserve:
         rollout(cluster, "start", "credit_risk", "--version", "2", "--percent", "30")
         assert settle(kserve) == {V2: 30, V1: 70}
         kserve.ready_at_once = False  # from now on a new revision takes its time
-        with pytest.raises(ro.RolloutError, match="not ready after"):
+        with pytest.raises(RolloutError, match="not ready after"):
             cli.run(
                 cli.parse_args(
                     ["rollback", "credit_risk", "--namespace", namespace, "--no-aliases", "--ready-timeout", "1"]
@@ -93,18 +105,18 @@ def test_rollback_never_sends_the_canary_more_than_its_share(live: tuple[str, ta
                 lambda: None,
             )
         # pinned at 0% and the previous spec restored, its new revision not ready: all on the old one
-        assert serving(cluster) == ro.Serving(V1, 0, V1, 10)
+        assert serving(cluster) == Serving(V1, 0, V1, 10)
         assert settle(kserve) == {V1: 100}
         kserve.make_ready()
         out = rollout(cluster, "rollback", "credit_risk")  # re-run: waits for the revision, then finishes
         assert any("is ready" in line for line in out)
-        assert serving(cluster) == ro.Serving(V1, None, None, 10)
+        assert serving(cluster) == Serving(V1, None, None, 10)
         assert settle(kserve) == {V1: 100}
     canary_at = kserve.history.index({V2: 30, V1: 70})
     assert all(split.get(V2, 0) == 0 for split in kserve.history[canary_at + 1 :]), kserve.history
 
 
-def test_the_old_single_patch_rollback_would_send_everything_to_the_canary(live: tuple[str, targets.Cluster]) -> None:
+def test_the_old_single_patch_rollback_would_send_everything_to_the_canary(live: tuple[str, Cluster]) -> None:
     """The stand-in can tell: restoring the spec and dropping the canary field in one patch routes
     100% to the latest ready revision — the bad canary — until the restored one is ready."""
     namespace, cluster = live
@@ -113,11 +125,11 @@ def test_the_old_single_patch_rollback_would_send_everything_to_the_canary(live:
         assert settle(kserve) == {V2: 30, V1: 70}
         kserve.ready_at_once = False
         isvc = cluster.get("credit_risk")
-        cluster.apply("credit_risk", isvc, ro.Serving(V1, None, None, 10))
+        cluster.apply("credit_risk", isvc, Serving(V1, None, None, 10))
         assert settle(kserve) == {V2: 100}
 
 
-def test_auto_climbs_and_promotes_against_the_api(live: tuple[str, targets.Cluster]) -> None:
+def test_auto_climbs_and_promotes_against_the_api(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     args = cli.parse_args(
         ["auto", "credit_risk", "--namespace", namespace, "--no-aliases", "--version", "2", "--interval", "0"]
@@ -140,8 +152,8 @@ def test_start_refuses_a_stable_revision_that_serves_a_moving_alias(kube: Kube, 
     isvc = staging_isvc(namespace)
     isvc["spec"]["predictor"]["containers"][0]["args"] = ["--model_uri=models:/credit_risk@champion"]
     gitops_apply(kube, isvc)
-    cluster = targets.Cluster(namespace, kube.admin)
-    with pytest.raises(ro.RolloutError, match="moving alias; `pin` a version first"):
+    cluster = Cluster(namespace, kube.admin)
+    with pytest.raises(RolloutError, match="moving alias; `pin` a version first"):
         rollout(cluster, "start", "credit_risk", "--version", "2")
     rollout(cluster, "pin", "credit_risk", "--version", "1")
     assert serving(cluster).model_uri == V1
@@ -150,71 +162,69 @@ def test_start_refuses_a_stable_revision_that_serves_a_moving_alias(kube: Kube, 
 # --- conflicts ------------------------------------------------------------------------------
 
 
-class Racing(targets.Cluster):
+class Racing(Cluster):
     """Someone else writes the InferenceService right after each of the first ``races`` reads."""
 
     def __init__(self, namespace: str, api: Any, races: int) -> None:
         super().__init__(namespace, api)
         self.races = races
 
-    def get(self, model: str) -> ro.Resource:
+    def get(self, model: str) -> Resource:
         isvc = super().get(model)
         if self.races > 0:
             self.races -= 1
             body = {"metadata": {"labels": {"touched": str(self.races)}}}
-            self.api.patch_namespaced_custom_object(
-                ro.GROUP, ro.VERSION, self.namespace, ro.PLURAL, "credit-risk", body
-            )
+            self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "credit-risk", body)
         return isvc
 
 
-def test_a_stale_resource_version_is_a_conflict_then_retried(live: tuple[str, targets.Cluster]) -> None:
+def test_a_stale_resource_version_is_a_conflict_then_retried(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     stale = cluster.get("credit_risk")
     cluster.api.patch_namespaced_custom_object(
-        ro.GROUP, ro.VERSION, namespace, ro.PLURAL, "credit-risk", {"metadata": {"labels": {"other": "writer"}}}
+        GROUP, VERSION, namespace, PLURAL, "credit-risk", {"metadata": {"labels": {"other": "writer"}}}
     )
-    with pytest.raises(targets.Conflict):
-        cluster.apply("credit_risk", stale, ro.Serving(V2, 10, V1, 10))
-    assert serving(cluster) == ro.Serving(V1, None, None, 10)  # nothing overwritten
+    with pytest.raises(Conflict):
+        cluster.apply("credit_risk", stale, Serving(V2, 10, V1, 10))
+    assert serving(cluster) == Serving(V1, None, None, 10)  # nothing overwritten
 
     out = rollout(Racing(namespace, cluster.api, races=2), "start", "credit_risk", "--version", "2")
     assert sum(line.startswith("conflict:") for line in out) == 2
-    assert serving(cluster) == ro.Serving(V2, 10, V1, 10)
+    assert serving(cluster) == Serving(V2, 10, V1, 10)
     assert cluster.get("credit_risk")["metadata"]["labels"]["touched"] == "0"  # the other writes were kept
 
-    with pytest.raises(ro.RolloutError, match="gave up after 4 attempts"):
+    with pytest.raises(RolloutError, match="gave up after 4 attempts"):
         rollout(Racing(namespace, cluster.api, races=9), "step", "credit_risk", "--percent", "40")
     assert serving(cluster).canary_percent == 10
 
 
-def test_a_replanned_command_respects_what_the_other_writer_did(live: tuple[str, targets.Cluster]) -> None:
+def test_a_replanned_command_respects_what_the_other_writer_did(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
 
-    class Promoter(targets.Cluster):  # someone promotes the canary between our read and our patch
-        def get(self, model: str) -> ro.Resource:
+    class Promoter(Cluster):  # someone promotes the canary between our read and our patch
+        def get(self, model: str) -> Resource:
             isvc = super().get(model)
-            if ro.Serving.from_isvc(isvc).canary_running and not hasattr(self, "done"):
+            if Serving.from_isvc(isvc).canary_running and not hasattr(self, "done"):
                 self.done = True
-                targets.Cluster(namespace, self.api).apply(model, isvc, ro.Serving(V2, None, None, 10))
+                Cluster(namespace, self.api).apply(model, isvc, Serving(V2, None, None, 10))
             return isvc
 
     rollout(cluster, "start", "credit_risk", "--version", "2")
-    with pytest.raises(ro.RolloutError, match="no canary is running"):
+    with pytest.raises(RolloutError, match="no canary is running"):
         rollout(Promoter(namespace, cluster.api), "step", "credit_risk", "--percent", "50")
-    assert serving(cluster) == ro.Serving(V2, None, None, 10)
+    assert serving(cluster) == Serving(V2, None, None, 10)
 
 
 # --- one owner per field: GitOps (server-side apply) and the online rollout -------------------
 
 
-def managers(cluster: targets.Cluster) -> dict[str, str]:
+def managers(cluster: Cluster) -> dict[str, str]:
     isvc = cluster.get("credit_risk")
     return {m["manager"]: m["operation"] for m in isvc["metadata"]["managedFields"]}
 
 
 def test_gitops_cannot_silently_undo_a_running_canary(
-    kube: Kube, live: tuple[str, targets.Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube: Kube, live: tuple[str, Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     namespace, cluster = live
     rollout(cluster, "start", "credit_risk", "--version", "2")
@@ -224,21 +234,21 @@ def test_gitops_cannot_silently_undo_a_running_canary(
     assert stale.returncode != 0
     assert "conflict" in stale.stderr.lower() and "constructos-rollout" in stale.stderr
     assert ".spec.predictor.containers" in stale.stderr
-    assert serving(cluster) == ro.Serving(V2, 10, V1, 10)  # the canary runs on
+    assert serving(cluster) == Serving(V2, 10, V1, 10)  # the canary runs on
 
     manifests = tmp_path / "manifests"
-    shutil.copytree(mc.MANIFESTS, manifests)
+    shutil.copytree(MANIFESTS, manifests)
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     argv = ["sync", "credit_risk", "--namespace", namespace, "--overlay", "staging", "--manifests", str(manifests)]
     assert cli.main(argv) == 0
     gitops_apply(kube, staging_isvc(namespace, manifests))  # the synced overlay agrees: no conflict
-    assert serving(cluster) == ro.Serving(V2, 10, V1, 10)
+    assert serving(cluster) == Serving(V2, 10, V1, 10)
 
     rollout(cluster, "promote", "credit_risk")  # the rollout may still move its fields
-    assert serving(cluster) == ro.Serving(V2, None, None, 10)
+    assert serving(cluster) == Serving(V2, None, None, 10)
 
 
-def test_gitops_still_owns_everything_else(kube: Kube, live: tuple[str, targets.Cluster]) -> None:
+def test_gitops_still_owns_everything_else(kube: Kube, live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     with KServeStandIn(cluster.api, namespace, "credit-risk"):
         rollout(cluster, "start", "credit_risk", "--version", "2")
@@ -247,14 +257,14 @@ def test_gitops_still_owns_everything_else(kube: Kube, live: tuple[str, targets.
     isvc["spec"]["predictor"]["maxReplicas"] = 5
     gitops_apply(kube, isvc)  # back on version 1: the rollout's value agrees, so no conflict
     assert cluster.get("credit_risk")["spec"]["predictor"]["maxReplicas"] == 5
-    assert serving(cluster) == ro.Serving(V1, None, None, 10)
+    assert serving(cluster) == Serving(V1, None, None, 10)
 
 
 # --- the deploy step's apply path ------------------------------------------------------------
 
 
 def test_the_deploy_step_pins_a_first_champion_and_starts_a_canary(
-    kube: Kube, live: tuple[str, targets.Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube: Kube, live: tuple[str, Cluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from feature_specs import load_spec
     from pipelines.training.steps import deploy
@@ -266,14 +276,14 @@ def test_the_deploy_step_pins_a_first_champion_and_starts_a_canary(
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
 
     deploy.apply_isvc("credit_risk", "3", None)
-    assert serving(cluster) == ro.Serving("models:/credit_risk/3", None, None, 10)
+    assert serving(cluster) == Serving("models:/credit_risk/3", None, None, 10)
     image = "ghcr.io/constructos/ml-platform:0.1.0"
     registration = deploy.Registration("4", "challenger")
     outcome = deploy.deploy_isvc(
         load_spec("credit_risk"), registration, tmp_path / "isvc.yaml", canary_percent=-1, image=image
     )
     assert outcome.startswith(f"patch InferenceService {namespace}/credit-risk")
-    assert serving(cluster) == ro.Serving(
+    assert serving(cluster) == Serving(
         "models:/credit_risk/4", load_spec("credit_risk").rollout.canary_percent, "models:/credit_risk/3", 10
     )
     artifact = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
@@ -397,20 +407,20 @@ class StandardStandIn:
 
     def reconcile(self) -> dict[str, int]:
         with self._lock:
-            isvc = self.api.get_namespaced_custom_object(ro.GROUP, ro.VERSION, self.namespace, ro.PLURAL, self.name)
+            isvc = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
             predictor = isvc["spec"]["predictor"]
             stable_min = int(predictor.get("minReplicas", 1))
             wanted: dict[str, tuple[str, int, int]] = {}  # Deployment -> (URI, replicas, weight)
             canaries = isvc["spec"].get("canary") or []
             for entry in canaries:
                 canary = entry["predictor"]
-                uri = ro.model_uri_of((canary.get("containers") or predictor["containers"])[0])
+                uri = model_uri_of((canary.get("containers") or predictor["containers"])[0])
                 replicas = canary.get("minReplicas") or math.ceil(stable_min * entry["trafficPercent"] / 100)
-                wanted[ro.predictor_service(self.name, canary["name"])] = (uri, replicas, entry["trafficPercent"])
+                wanted[predictor_service(self.name, canary["name"])] = (uri, replicas, entry["trafficPercent"])
             taken = sum(r for _, r, _ in wanted.values())
             stable_weight = 100 - sum(w for _, _, w in wanted.values())
-            stable = ro.predictor_service(self.name, predictor.get("name"))
-            wanted[stable] = (ro.model_uri_of(predictor["containers"][0]), max(stable_min - taken, 1), stable_weight)
+            stable = predictor_service(self.name, predictor.get("name"))
+            wanted[stable] = (model_uri_of(predictor["containers"][0]), max(stable_min - taken, 1), stable_weight)
             existing = self.deployments()
             for name, (uri, replicas, _) in wanted.items():
                 self._deployment(name, uri, replicas, existing.get(name))
@@ -425,7 +435,7 @@ class StandardStandIn:
             status = {"canaryStatuses": statuses} if statuses else {"canaryStatuses": None}
             if {k: isvc.get("status", {}).get(k) for k in status} != status:
                 self.api.patch_namespaced_custom_object_status(
-                    ro.GROUP, ro.VERSION, self.namespace, ro.PLURAL, self.name, {"status": status}
+                    GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": status}
                 )
             split: Counter[str] = Counter()
             for name, (_, _, weight) in wanted.items():
@@ -440,7 +450,7 @@ class StandardStandIn:
 def standard_isvc(namespace: str) -> dict[str, Any]:
     """staging's credit-risk in Standard mode on two fixed replicas (as the node overlay has it)."""
     isvc = staging_isvc(namespace)
-    isvc["metadata"]["annotations"][ro.MODE_ANNOTATION] = "Standard"
+    isvc["metadata"]["annotations"][MODE_ANNOTATION] = "Standard"
     isvc["spec"]["predictor"] |= {"minReplicas": 2, "maxReplicas": 2}
     for key in ("scaleMetric", "scaleTarget"):
         isvc["spec"]["predictor"].pop(key, None)
@@ -448,13 +458,13 @@ def standard_isvc(namespace: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def standard_live(kube: Kube, kustomize: str) -> tuple[str, targets.Cluster]:
+def standard_live(kube: Kube, kustomize: str) -> tuple[str, Cluster]:
     namespace = kube.namespace("rollout-std")
     gitops_apply(kube, standard_isvc(namespace))
-    return namespace, targets.Cluster(namespace, kube.admin)
+    return namespace, Cluster(namespace, kube.admin)
 
 
-def std(cluster: targets.Cluster, *argv: str, timeout: float = 20, check: Any = None) -> list[str]:
+def std(cluster: Cluster, *argv: str, timeout: float = 20, check: Any = None) -> list[str]:
     args = cli.parse_args(
         [*argv, "--namespace", cluster.namespace, "--no-aliases", "--ready-timeout", str(timeout), "--drain", "0"]
     )
@@ -466,7 +476,7 @@ def never_unready(history: list[dict[str, int]]) -> bool:
 
 
 def test_standard_canary_ladder_and_promote_route_only_to_ready_predictors(
-    standard_live: tuple[str, targets.Cluster],
+    standard_live: tuple[str, Cluster],
 ) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
@@ -486,7 +496,7 @@ def test_standard_canary_ladder_and_promote_route_only_to_ready_predictors(
         assert kserve.reconcile() == {V1: 50, V2: 50}
         out = std(cluster, "promote", "credit_risk")
         assert any("stable predictor serves models:/credit_risk/2" in line for line in out)
-        assert serving(cluster) == ro.Serving(V2, mode="Standard")
+        assert serving(cluster) == Serving(V2, mode="Standard")
         assert kserve.reconcile() == {V2: 100}
         assert set(kserve.deployments()) == {"credit-risk-predictor"}  # KServe deleted the canary's
     assert never_unready(kserve.history), kserve.history
@@ -495,13 +505,13 @@ def test_standard_canary_ladder_and_promote_route_only_to_ready_predictors(
 
 
 def test_a_standard_canary_that_never_gets_ready_never_gets_traffic(
-    standard_live: tuple[str, targets.Cluster],
+    standard_live: tuple[str, Cluster],
 ) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(
         cluster.api, namespace, "credit-risk", failing=frozenset({"credit-risk-v2-predictor"})
     ) as kserve:
-        with pytest.raises(ro.RolloutError) as stopped:
+        with pytest.raises(RolloutError) as stopped:
             std(cluster, "start", "credit_risk", "--version", "2", "--percent", "30", timeout=2)
         reason = str(stopped.value)
         assert "canary v2 (models:/credit_risk/2) is not ready after 2s" in reason
@@ -509,12 +519,12 @@ def test_a_standard_canary_that_never_gets_ready_never_gets_traffic(
         assert "It gets no more traffic (0%)" in reason
         assert serving(cluster).canary_percent == 0
         std(cluster, "rollback", "credit_risk")
-        assert serving(cluster) == ro.Serving(V1, mode="Standard")
+        assert serving(cluster) == Serving(V1, mode="Standard")
         assert kserve.reconcile() == {V1: 100}
     assert all(split == {V1: 100} for split in kserve.history), kserve.history
 
 
-def test_standard_auto_rolls_back_a_canary_that_never_gets_ready(standard_live: tuple[str, targets.Cluster]) -> None:
+def test_standard_auto_rolls_back_a_canary_that_never_gets_ready(standard_live: tuple[str, Cluster]) -> None:
     namespace, cluster = standard_live
     args = cli.parse_args(
         [
@@ -529,37 +539,37 @@ def test_standard_auto_rolls_back_a_canary_that_never_gets_ready(standard_live: 
         outcome = cli.auto(args, cluster, lambda: None, said.append, lambda: pytest.fail("analysed"), lambda s: None)
     assert outcome == "rollback"
     assert any(line.startswith("stopped before any traffic reached the new version") for line in said)
-    assert serving(cluster) == ro.Serving(V1, mode="Standard")
+    assert serving(cluster) == Serving(V1, mode="Standard")
     assert all(split == {V1: 100} for split in kserve.history), kserve.history
 
 
-def test_standard_promote_waits_until_the_stable_has_rolled_out(standard_live: tuple[str, targets.Cluster]) -> None:
+def test_standard_promote_waits_until_the_stable_has_rolled_out(standard_live: tuple[str, Cluster]) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
         std(cluster, "start", "credit_risk", "--version", "2", "--percent", "25")
         kserve.ready_at_once = False  # the stable's new pods take their time
-        with pytest.raises(ro.RolloutError, match="the stable predictor does not serve models:/credit_risk/2 after 1s"):
+        with pytest.raises(RolloutError, match="the stable predictor does not serve models:/credit_risk/2 after 1s"):
             std(cluster, "promote", "credit_risk", timeout=1)
         state = serving(cluster)  # switched, still rolling: the old pods serve, the canary keeps its share
         assert (state.model_uri, state.canary_percent) == (V2, 25)
         assert kserve.reconcile() == {V1: 75, V2: 25}
         kserve.make_ready()
         std(cluster, "promote", "credit_risk")  # re-run: waits for it, drains, removes
-        assert serving(cluster) == ro.Serving(V2, mode="Standard")
+        assert serving(cluster) == Serving(V2, mode="Standard")
         assert kserve.reconcile() == {V2: 100}
     assert never_unready(kserve.history), kserve.history
     assert kserve.history == [{V1: 100}, {V1: 75, V2: 25}, {V2: 100}]
 
 
 def test_standard_rollback_takes_the_share_away_before_removing_the_canary(
-    standard_live: tuple[str, targets.Cluster],
+    standard_live: tuple[str, Cluster],
 ) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
         std(cluster, "start", "credit_risk", "--version", "2", "--percent", "30")
         assert kserve.reconcile() == {V1: 70, V2: 30}
         std(cluster, "rollback", "credit_risk")
-        assert serving(cluster) == ro.Serving(V1, mode="Standard")
+        assert serving(cluster) == Serving(V1, mode="Standard")
         assert kserve.reconcile() == {V1: 100}
         assert set(kserve.deployments()) == {"credit-risk-predictor"}
     assert kserve.history == [{V1: 100}, {V1: 70, V2: 30}, {V1: 100}]
@@ -607,7 +617,7 @@ class SmokeServer:
 
 
 def test_blue_green_deploys_at_zero_switches_after_the_smoke_test_and_switches_back(
-    standard_live: tuple[str, targets.Cluster],
+    standard_live: tuple[str, Cluster],
 ) -> None:
     namespace, cluster = standard_live
     green = SmokeServer("2")
@@ -618,7 +628,7 @@ def test_blue_green_deploys_at_zero_switches_after_the_smoke_test_and_switches_b
             assert (state.canary_percent, state.canary_replicas, state.strategy) == (0, 2, "blue-green")
             assert kserve.reconcile() == {V1: 100}  # deployed, full-sized, no traffic
             assert kserve.deployments()["credit-risk-v2-predictor"].spec.replicas == 2
-            with pytest.raises(ro.RolloutError, match="`switch`"):
+            with pytest.raises(RolloutError, match="`switch`"):
                 std(cluster, "step", "credit_risk", "--percent", "50")
             out = std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
             assert out[0] == f"smoke test passed: {green.url} answers as version 2"
@@ -626,12 +636,12 @@ def test_blue_green_deploys_at_zero_switches_after_the_smoke_test_and_switches_b
             assert kserve.reconcile() == {V2: 100}  # at once
             std(cluster, "rollback", "credit_risk")  # back to blue, still running
             assert kserve.reconcile() == {V1: 100}
-            assert serving(cluster) == ro.Serving(V1, mode="Standard")
+            assert serving(cluster) == Serving(V1, mode="Standard")
 
             std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
             std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
             std(cluster, "promote", "credit_risk")  # blue retired: the stable runs green's version
-            assert serving(cluster) == ro.Serving(V2, mode="Standard")
+            assert serving(cluster) == Serving(V2, mode="Standard")
             assert kserve.reconcile() == {V2: 100}
             assert set(kserve.deployments()) == {"credit-risk-predictor"}
     finally:
@@ -640,23 +650,23 @@ def test_blue_green_deploys_at_zero_switches_after_the_smoke_test_and_switches_b
     assert kserve.history == [{V1: 100}, {V2: 100}, {V1: 100}, {V2: 100}]
 
 
-def test_a_failed_smoke_test_switches_nothing(standard_live: tuple[str, targets.Cluster]) -> None:
+def test_a_failed_smoke_test_switches_nothing(standard_live: tuple[str, Cluster]) -> None:
     namespace, cluster = standard_live
     wrong = SmokeServer("7")  # answers, but as another version
     try:
         with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
             std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
-            with pytest.raises(ro.RolloutError, match=r"smoke test of models:/credit_risk/2 .* failed: answer is from"):
+            with pytest.raises(RolloutError, match=r"smoke test of models:/credit_risk/2 .* failed: answer is from"):
                 std(cluster, "switch", "credit_risk", "--smoke-url", wrong.url)
             assert serving(cluster).canary_percent == 0
-            with pytest.raises(ro.RolloutError, match="ConnectError"):
+            with pytest.raises(RolloutError, match="ConnectError"):
                 std(cluster, "smoke", "credit_risk", "--smoke-url", "http://127.0.0.1:9")
     finally:
         wrong.close()
     assert all(split == {V1: 100} for split in kserve.history)
 
 
-def test_the_smoke_url_is_the_new_versions_own_service(kube: Kube, standard_live: tuple[str, targets.Cluster]) -> None:
+def test_the_smoke_url_is_the_new_versions_own_service(kube: Kube, standard_live: tuple[str, Cluster]) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk"):
         std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
@@ -671,7 +681,7 @@ def test_the_smoke_url_is_the_new_versions_own_service(kube: Kube, standard_live
     assert cluster.smoke_url("credit_risk") == f"http://{ip}:80"
 
 
-def test_gitops_apply_keeps_a_running_standard_canary(kube: Kube, standard_live: tuple[str, targets.Cluster]) -> None:
+def test_gitops_apply_keeps_a_running_standard_canary(kube: Kube, standard_live: tuple[str, Cluster]) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
         std(cluster, "start", "credit_risk", "--version", "2")
@@ -686,19 +696,19 @@ def test_gitops_apply_keeps_a_running_standard_canary(kube: Kube, standard_live:
     assert "f:canary" not in owners["constructos-gitops"]["f:spec"]
 
 
-def test_knative_blue_green_is_a_zero_then_hundred_canary(live: tuple[str, targets.Cluster]) -> None:
+def test_knative_blue_green_is_a_zero_then_hundred_canary(live: tuple[str, Cluster]) -> None:
     namespace, cluster = live
     green = SmokeServer("2")
     try:
         with KServeStandIn(cluster.api, namespace, "credit-risk") as kserve:
             out = std(cluster, "start", "credit_risk", "--version", "2", "--strategy", "blue-green")
             assert any("is ready" in line for line in out)  # the 0% revision, waited for
-            assert serving(cluster) == ro.Serving(V2, 0, V1, 10, strategy="blue-green")
+            assert serving(cluster) == Serving(V2, 0, V1, 10, strategy="blue-green")
             assert settle(kserve) == {V1: 100}
             std(cluster, "switch", "credit_risk", "--smoke-url", green.url)
             assert settle(kserve) == {V2: 100}
             std(cluster, "rollback", "credit_risk")
-            assert serving(cluster) == ro.Serving(V1, None, None, 10)
+            assert serving(cluster) == Serving(V1, None, None, 10)
             assert settle(kserve) == {V1: 100}
     finally:
         green.close()
@@ -713,7 +723,7 @@ def test_knative_blue_green_is_a_zero_then_hundred_canary(live: tuple[str, targe
     ],
 )
 def test_blue_green_auto_is_decided_by_the_same_gates_as_a_canary(
-    standard_live: tuple[str, targets.Cluster], challenger: dict[str, Any], outcome: str, splits: list[Any]
+    standard_live: tuple[str, Cluster], challenger: dict[str, Any], outcome: str, splits: list[Any]
 ) -> None:
     from feature_specs import load_spec
     from pipelines.rollout.canary import Evidence, Side, analyze
@@ -741,15 +751,15 @@ def test_blue_green_auto_is_decided_by_the_same_gates_as_a_canary(
     assert seen == [{V2: 100}]  # analysed after the switch, with all traffic on the new version
     assert any(line.startswith("smoke test passed") for line in said)
     assert kserve.history == splits
-    assert serving(cluster) == ro.Serving(V2 if outcome == "promote" else V1, mode="Standard")
+    assert serving(cluster) == Serving(V2 if outcome == "promote" else V1, mode="Standard")
 
 
 def test_the_deploy_steps_canary_takes_the_same_safe_order_in_standard_mode(
-    standard_live: tuple[str, targets.Cluster],
+    standard_live: tuple[str, Cluster],
 ) -> None:
     namespace, cluster = standard_live
     with StandardStandIn(cluster.api, namespace, "credit-risk") as kserve:
-        out = targets.start_canary("credit_risk", "2", 10, namespace=namespace, api=cluster.api, ready_timeout_s=20)
+        out = start_canary("credit_risk", "2", 10, namespace=namespace, api=cluster.api, ready_timeout_s=20)
         lines = out.splitlines()
         assert (
             '"trafficPercent": 0' in lines[0] and "canary v2 serves" in lines[1] and '"trafficPercent": 10' in lines[2]
