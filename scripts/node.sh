@@ -242,7 +242,7 @@ clean_iptables() {
     [[ $family == ip6 ]] && { save=ip6tables-save; restore=ip6tables-restore; }
     command -v "$save" >/dev/null || continue
     for table in filter nat mangle; do
-      "$save" -t "$table" 2>/dev/null | grep -qE 'KUBE-|CNI-' || continue
+      "$save" -t "$table" 2>/dev/null | grep -E 'KUBE-|CNI-' >/dev/null || continue
       "$save" -t "$table" | grep -vE '^:(KUBE|CNI)-|-A (KUBE|CNI)-|-j (KUBE|CNI)-|--comment "?(kubernetes|CNI|name: )' \
         | "$restore" -T "$table" 2>/dev/null || log "could not clean the $family $table table"
     done
@@ -463,14 +463,14 @@ NODE_BUCKET=constructos-ml
 prepare() {
   local image="${1:?usage: node.sh prepare IMAGE}" env_file="${CONSTRUCTOS_STORES_ENV:-${CONSTRUCTOS_DATA_DIR:-$ROOT/data}/stores/stores.env}"
   status || die "the node is not up: make node-up"
-  ctr images ls -q 2>/dev/null | grep -qFx "$image" \
+  ctr images ls -q 2>/dev/null | grep -Fx "$image" >/dev/null \
     || die "image $image is not in the node's containerd (no registry is reachable from the node): make node-image IMAGE=$image"
   [[ -f "$env_file" ]] || die "the stores are not up ($env_file is missing): make stores-up"
   # shellcheck disable=SC1090
   set -a && . "$env_file" && set +a
   local pg_port="${CONSTRUCTOS_STORES_POSTGRES##*:}"; pg_port="${pg_port%%/*}"
   PGPASSWORD="$CONSTRUCTOS_STORES_PG_PASSWORD" psql -h 127.0.0.1 -p "$pg_port" -U constructos -d postgres -qtAc \
-    "SELECT 1 FROM pg_database WHERE datname='$NODE_DATABASE'" | grep -q 1 \
+    "SELECT 1 FROM pg_database WHERE datname='$NODE_DATABASE'" | grep 1 >/dev/null \
     || PGPASSWORD="$CONSTRUCTOS_STORES_PG_PASSWORD" psql -h 127.0.0.1 -p "$pg_port" -U constructos -d postgres -qc \
       "CREATE DATABASE $NODE_DATABASE" >/dev/null || die "could not create the database $NODE_DATABASE"
   "$PYTHON" - "$CONSTRUCTOS_S3_ENDPOINT_URL" "$NODE_BUCKET" <<'EOF' || die "could not create the bucket $NODE_BUCKET"

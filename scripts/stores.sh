@@ -152,7 +152,7 @@ start_postgres() {
     -o "-c listen_addresses=127.0.0.1${NODE_ADDRESS:+,$NODE_ADDRESS} -p $PG_PORT -k $PG_DATA" start >/dev/null \
     || { tail -20 "$PG_DATA.log" >&2; die "PostgreSQL did not start (log: $PG_DATA.log)"; }
   PGPASSWORD="$PG_PASSWORD" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U constructos -d postgres -qtAc \
-    "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
+    "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep 1 >/dev/null \
     || PGPASSWORD="$PG_PASSWORD" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U constructos mlflow
 }
 
