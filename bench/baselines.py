@@ -19,7 +19,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import uvicorn
 from fastapi import FastAPI
 from grpc import aio
@@ -31,20 +30,9 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
 )
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bench.serving import ROW
-from feature_specs import Validator, load_spec
 from predictors.endpoints.fast_infer import INFER_PATH, Disconnected
 from predictors.endpoints.fast_infer import _body as read_body
 from predictors.protocol.http_edges import send_body
-from predictors.runtime.loading import load_model
-
-
-def estimator_and_row(name: str, model_dir: str) -> tuple[Any, Any]:
-    """The estimator step of the trained pipeline, and the benchmark's row already transformed to
-    its numeric array (what the stock pattern and MLServer score)."""
-    pipeline = load_model(model_dir).pipeline
-    row = Validator(load_spec(name)).columns({name: [value] for name, (_, value) in ROW.items()})
-    return pipeline[-1], pipeline[0].transform(pd.DataFrame(row))
 
 
 class StockModel(Model):

@@ -32,21 +32,10 @@ from pathlib import Path
 import httpx
 
 from bench.load import find_ghz, ghz, pin, time_each, wrk
+from bench.row import ROW
 from bench.servers import free_port, listening, model_ready, running
 
 MODEL = "credit_risk"
-ROW = {
-    "industry_segment": ("BYTES", "residential_builder"),
-    "company_age_years": ("FP64", 7.5),
-    "annual_revenue_eur": ("FP64", 4_200_000.0),
-    "active_projects": ("INT64", 3),
-    "avg_days_to_pay": ("FP64", 52.0),
-    "late_payment_ratio_12m": ("FP64", 0.31),
-    "outstanding_balance_eur": ("FP64", 310_000.0),
-    "credit_utilisation": ("FP64", 0.86),
-    "contract_type": ("BYTES", "fixed_price"),
-    "retention_held": ("BOOL", True),
-}
 
 
 def v2_body() -> str:
@@ -121,7 +110,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian package 'wrk'); `make bench` installs it")
     from bench import mlserver
-    from bench.baselines import estimator_and_row
+    from bench.row import estimator_and_row  # imports the model stack: only when MLServer runs
     from tests.helpers import save_trained_model
 
     mlserver_env = mlserver.environment()  # installed into the tools cache on first use
