@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import re
 import shutil
@@ -263,7 +264,7 @@ def with_perf_analyzer(urls: dict[str, str], bodies: dict[str, str], tmp: Path, 
         return {"rps": float(found.group(1))}
 
     try:
-        results = rounds({name: (lambda name=name: measure(name)) for name in ("ours", "MLServer")}, args.rounds)
+        results = rounds({name: functools.partial(measure, name) for name in ("ours", "MLServer")}, args.rounds)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"  perf_analyzer: installed but failed against these servers: {exc}")
         return
