@@ -38,20 +38,16 @@ released, its key left pending for the next trigger to resume) and its processes
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import logging
-import os
-import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import KafkaProducer
 from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -59,27 +55,25 @@ from feature_specs import load_spec, load_specs
 from pipelines.settings import Settings, get_settings
 from pipelines.storage import StoreUnavailable
 from pipelines.streaming.events import EventPublisher
-from pipelines.streaming.intake.dead_letters import DeadLetters
-from pipelines.streaming.intake.undecodable import describe, find_undecodable
-from pipelines.streaming.intake.validation import Reject
 from pipelines.streaming.landing import exactly_once, parts
 from pipelines.streaming.landing import process as landing_process
-from pipelines.streaming.landing.batch import CONFLICT, BatchOutcome
+from pipelines.streaming.landing.batch import BatchOutcome
 from pipelines.streaming.landing.index import LandingIndex
 from pipelines.streaming.landing.log_index import open_index
 from pipelines.streaming.landing.process import Landing, LandingProcessDied
-from pipelines.streaming.logs import configure_streaming_logging
 from pipelines.streaming.retraining.retrainer import Launcher, Retrainer
 from pipelines.streaming.retraining.state import RetrainState
 from pipelines.streaming.topics import RETRAIN_REQUESTS, ensure_topics, named
 from pipelines.streaming.trigger.assignment import AssignmentWatch
-from pipelines.streaming.trigger.health import Heartbeat, Progress, serve_health
+from pipelines.streaming.trigger.clients import OnAssignment, dead_letter_producer, group_consumer
+from pipelines.streaming.trigger.health import Heartbeat, Progress
 from pipelines.streaming.trigger.outage import Outage, backoff
+from pipelines.streaming.trigger.positions import Positions
+from pipelines.streaming.trigger.settling import Batch, Settler, next_offsets
 
 log = logging.getLogger("pipelines.streaming.trigger")
 #: the longest a stop takes (the Deployment's terminationGracePeriodSeconds leaves room above it).
 STOP_WITHIN_S = 20
-Batch = dict[TopicPartition, list[ConsumerRecord]]  # one poll's records
 
 
 def default_launcher(model: str, *, key: str, **params: Any) -> str:
@@ -88,19 +82,6 @@ def default_launcher(model: str, *, key: str, **params: Any) -> str:
     from pipelines.streaming.retraining.launch import launch_training
 
     return launch_training(model, key=key, **params)
-
-
-class _Recover(ConsumerRebalanceListener):
-    """On every assignment: finish interrupted landings and resume interrupted launches."""
-
-    def __init__(self, trigger: Trigger) -> None:
-        self.trigger = trigger
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.trigger.recover()
 
 
 class Trigger:
@@ -142,11 +123,21 @@ class Trigger:
         self._landing_deaths = 0  # in a row, without a batch landed between them
         self.heartbeat = Heartbeat()  # the health port's liveness signal: the loop runs...
         self.progress = Progress(self.settings.trigger_stall_s)  # ...and its partitions move on
-        self._settled_to: dict[TopicPartition, int] = {}  # per partition: the offset after the last settled record
-        self._looked = 0.0
-        self._counted_to: dict[TopicPartition, int] = {}  # per partition: records below are counted
+        self._positions = Positions(self.progress)
         self.handed_back = False  # a launch was abandoned at stop (see :meth:`run`)
-        self._acked: set[tuple[str, int, int]] = set()  # source records whose dead letter was taken, not yet committed
+        self._settler = Settler(
+            self.specs,
+            self.topic_model,
+            self.requests_topic,
+            self.retrainer,
+            self.retrain,
+            self.state,
+            self._events,
+            self.stats,
+            self._positions,
+            self.settings.trigger_dead_letter_max_bytes,
+            self.settings.trigger_dead_letter_attempts,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -221,39 +212,22 @@ class Trigger:
         Pipelined: batch N+1 is polled while ``landing`` lands batch N; N is then settled (dead
         letters flushed, retraining checked) and its offsets committed while N+1 lands."""
         self._connected = self._progressed = False
-        self._settled_to.clear()
+        self._positions.settled_to.clear()
         ensure_topics(self.settings, self.models, timeout_ms=5000)
         # reconnect to a broker that went away no slower than we retry one that never answered
         options = self.settings.kafka_options() | {
             "reconnect_backoff_max_ms": int(self.settings.kafka_retry_max_s * 1000)
         }
-        producer = KafkaProducer(  # dead letters only: at least once; not idempotent, so a refused
-            **options,  # record fails its own batch, not the producer
-            linger_ms=5,
-            compression_type="gzip",
-            enable_idempotence=False,
-            metrics_enabled=False,
-            bootstrap_timeout_ms=5000,
-        )
+        producer = dead_letter_producer(options)
         try:
-            consumer = KafkaConsumer(
-                **options,
-                group_id=self.settings.trigger_group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=self.settings.trigger_max_poll_records,
-                session_timeout_ms=10_000,  # a killed replica's partitions move on after 10 s, not 45
-                max_partition_fetch_bytes=8 << 20,
-                metrics_enabled=False,
-                check_crcs=True,  # in C with the crc32c package
-                bootstrap_timeout_ms=5000,
-            )
+            consumer = group_consumer(options, self.settings)
         except KafkaError:
             producer.close(timeout=1)
             raise
         try:
             consumer.subscribe(
-                [*self.topic_model, *([self.requests_topic] if self.retrain else [])], listener=_Recover(self)
+                [*self.topic_model, *([self.requests_topic] if self.retrain else [])],
+                listener=OnAssignment(self.recover),
             )
             self._connected = True
             topics = ", ".join(sorted(consumer.subscription()))
@@ -274,16 +248,16 @@ class Trigger:
                     except KafkaError as exc:
                         if not isinstance(exc, CorruptRecordError) and not type(exc).__name__.endswith("CodecError"):
                             raise
-                        batch, skipped = {}, self._skip_undecodable(consumer, producer, options, exc)
+                        batch, skipped = {}, self._settler.skip_undecodable(consumer, producer, options, exc)
                     except OSError:
                         raise
                     except Exception as exc:  # a codec library's own error, raised through poll
-                        batch, skipped = {}, self._skip_undecodable(consumer, producer, options, exc)
+                        batch, skipped = {}, self._settler.skip_undecodable(consumer, producer, options, exc)
                     watch.check(consumer)
                     for tp, records in batch.items():
-                        self._settled_to.setdefault(tp, records[0].offset)
+                        self._positions.settled_to.setdefault(tp, records[0].offset)
                     if batch:  # before landing it, which may hang: the health port then sees it waiting
-                        self._look(consumer, now=True)
+                        self._positions.look(consumer, now=True)
                     landed: Batch | None = None
                     if landing_now is not None:
                         landed, landing_now = landing_now, None
@@ -296,14 +270,14 @@ class Trigger:
                     if landed is not None:
                         self._settle(landed, outcomes, producer)
                     if landed is not None or skipped:
-                        offsets = _next_offsets(landed or {}, consumer.assignment()) | skipped
+                        offsets = next_offsets(landed or {}, consumer.assignment()) | skipped
                         consumer.commit(offsets, timeout_ms=30_000)
                         self._settled(offsets)
                     if landed is not None:
                         self.stats["batches"] += 1
                         self._landing_deaths = 0
                         self._outage.over()
-                    self._look(consumer)
+                    self._positions.look(consumer)
                     busy = batch or landed or skipped or not self.retrainer.idle
                     if busy or not consumer.assignment():  # busy, or still joining: not idle
                         idle_since = time.monotonic()
@@ -317,204 +291,16 @@ class Trigger:
             consumer.close(autocommit=False, timeout_ms=5000)
             producer.close(timeout=5)
 
-    # -- progress -----------------------------------------------------------------------
+    def _submit(self, landing: Landing, batch: Batch) -> None:
+        self._settler.submit(landing, batch)
+
+    def _settle(self, batch: Batch, outcomes: dict[str, BatchOutcome], producer: KafkaProducer) -> None:
+        self._settler.settle(batch, outcomes, producer)
 
     def _settled(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self._progressed = True
-        for tp, at in offsets.items():
-            self._settled_to[tp] = at.offset
-        committed = {(tp.topic, tp.partition): at.offset for tp, at in offsets.items()}
-        self._acked = {w for w in self._acked if w[2] >= committed.get(w[:2], -1)}  # never read again
-        self.progress.settled((tp.topic, tp.partition) for tp in offsets)
-
-    def _look(self, consumer: KafkaConsumer, now: bool = False) -> None:
-        """Tell :attr:`progress` what is assigned and how many records wait on each (once a second)."""
-        if not now and time.monotonic() - self._looked < 1.0:
-            return
-        self._looked = time.monotonic()
-        assigned = consumer.assignment()
-        self.progress.assigned((tp.topic, tp.partition) for tp in assigned)
-        for tp in assigned:
-            end = consumer.highwater(tp)
-            if end is None:  # not fetched yet: nothing known to wait
-                continue
-            start = self._settled_to.get(tp)
-            if start is None:
-                start = consumer.position(tp, timeout_ms=1000)
-            if start is not None:
-                self.progress.waiting((tp.topic, tp.partition), end - start)
-
-    def _skip_undecodable(
-        self, consumer: KafkaConsumer, producer: KafkaProducer, options: dict[str, Any], exc: Exception
-    ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Find the record ``poll`` could not decode, dead-letter it, seek past it; returns the offset
-        to commit once the batch at hand has settled (every record before it is in that batch or
-        earlier). Not found: ``exc`` again (the session reconnects, with backoff)."""
-        positions = {}
-        for tp in consumer.assignment():
-            end, at = consumer.highwater(tp), consumer.position(tp, timeout_ms=5000)
-            if at is not None and (end is None or end > at):
-                positions[tp] = at
-        found = find_undecodable(options, positions)
-        if found is None:
-            log.warning("poll failed (%s) and no undecodable record was found: reconnecting", describe(exc))
-            raise exc
-        tp, offset = found.partition, found.offset
-        self._settled_to.setdefault(tp, offset)
-        where = f"{tp.topic}/{tp.partition}/{offset}"
-        self.stats["undecodable"] += 1
-        if tp.topic == self.requests_topic:
-            log.error("undecodable retrain request at %s skipped: %s", where, found.error)
-            self._events.emit("retrain.rejected", "", reason=f"undecodable: {found.error}", offset=offset)
-        else:
-            log.error("undecodable record at %s dead-lettered and skipped: %s", where, found.error)
-            letters = self._letters(producer)
-            letters.undecodable(
-                tp.topic, tp.partition, offset, found.error, found.raw, self.specs[self.topic_model[tp.topic]]
-            )
-            letters.flush()
-        consumer.seek(tp, offset + 1)
-        return {tp: OffsetAndMetadata(offset + 1, "", -1)}
-
-    def _letters(self, producer: KafkaProducer) -> DeadLetters:
-        return DeadLetters(
-            producer,
-            self.state,
-            self.stats,
-            self.settings.trigger_dead_letter_max_bytes,
-            self.settings.trigger_dead_letter_attempts,
-            self._acked,
-        )
-
-    # -- one batch ----------------------------------------------------------------------
-
-    def _submit(self, landing: Landing, batch: Batch) -> None:
-        """Hand the models' records of ``batch`` to ``landing`` (retrain requests stay here)."""
-        values: dict[str, list[bytes | None]] = {}
-        for tp, records in batch.items():
-            if tp.topic != self.requests_topic:
-                values.setdefault(self.topic_model[tp.topic], []).extend(r.value for r in records)
-        landing.submit(values)
-
-    def _settle(self, batch: Batch, outcomes: dict[str, BatchOutcome], producer: KafkaProducer) -> None:
-        """Dead-letter the rejects of a landed batch and act on it; durable when it returns."""
-        by_model: dict[str, list[ConsumerRecord]] = {}
-        requests: list[ConsumerRecord] = []
-        for tp, records in batch.items():
-            if tp.topic == self.requests_topic:
-                requests += records
-            else:
-                by_model.setdefault(self.topic_model[tp.topic], []).extend(records)
-        letters = self._letters(producer)
-        for model, records in by_model.items():
-            for reject in self._count(model, records, outcomes[model]):
-                letters.send(records[reject.index], reject, self.specs[model])
-        for tp, records in batch.items():
-            if records and tp.topic != self.requests_topic:
-                self._counted_to[tp] = max(self._counted_to.get(tp, 0), records[-1].offset + 1)
-        letters.flush()
-        for record in requests:
-            self.retrainer.request(record)
-        for model in by_model if self.retrain else ():
-            self.retrainer.check_new_rows(model)
-
-    def _count(self, model: str, records: list[ConsumerRecord], outcome: BatchOutcome) -> list[Reject]:
-        """Count one model's landing outcome, each source record once (a batch read again after a
-        failure counts only records not counted before); returns its rejects (conflicts included)."""
-        new = [r.offset >= self._counted_to.get(TopicPartition(r.topic, r.partition), 0) for r in records]
-        landed, refused = set(outcome.landed_at), {r.index for r in outcome.rejects}
-        self.stats.update(
-            landed=sum(new[i] for i in landed),
-            duplicates=sum(new[i] for i in range(len(records)) if i not in landed and i not in refused),
-            conflicts=sum(new[r.index] for r in outcome.rejects if r.reason == CONFLICT),
-            rejected=sum(new[i] for i in refused),
-        )
-        if outcome.rejects:
-            reasons = Counter(r.field for r in outcome.rejects)
-            log.info("%s: rejected %d to the DLQ (by field: %s)", model, len(outcome.rejects), dict(reasons))
-        skipped = outcome.duplicates + outcome.conflicts
-        log.debug("%s: landed %d, skipped %d already landed", model, outcome.landed, skipped)
-        return outcome.rejects
+        self._positions.settled(offsets)
+        self._settler.committed(offsets)
 
     def rows(self, model: str) -> int:
         return self.index.rows(model)
-
-
-def _next_offsets(batch: Batch, assigned: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
-    """Where the group resumes after ``batch``, for the partitions still assigned (a revoked one is
-    replayed by its new owner from its last commit: its events are landed, so nothing is lost)."""
-    return {
-        tp: OffsetAndMetadata(records[-1].offset + 1, "", records[-1].leader_epoch)
-        for tp, records in batch.items()
-        if records and tp in assigned
-    }
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.streaming.trigger", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", help="comma-separated models (default: all, or CONSTRUCTOS_TRIGGER_MODELS)")
-    parser.add_argument("--no-retrain", action="store_true", help="only land events (backfills): never launch")
-    parser.add_argument("--exit-when-idle", type=float, metavar="S", help="stop after S seconds without records")
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument(
-        "--kafka-log-level",
-        default="ERROR",
-        choices=["INFO", "WARNING", "ERROR"],
-        help="the Kafka client's own log (never DEBUG: it prints raw records)",
-    )
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    configure_streaming_logging(args.log_level, args.kafka_log_level)
-    trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: trigger.stop())
-    settings = trigger.settings
-    if settings.trigger_metrics_port:  # silent longer than a batch or a reconnect pause could last: hung
-        silence = max(120.0, 2 * settings.kafka_retry_max_s)
-        serve_health(
-            settings.trigger_metrics_port, trigger.stats, trigger.heartbeat, silence, progress=trigger.progress
-        )
-    trigger.run(exit_when_idle_s=args.exit_when_idle)
-    if trigger.handed_back:  # the abandoned run's own processes (kfp.local's tasks) end with us
-        end_descendants()
-
-
-def end_descendants(grace_s: float = 3.0) -> None:
-    """SIGTERM every process below this one, then SIGKILL what is left after ``grace_s`` (Linux)."""
-    pids = _descendants(os.getpid())
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    for pid in [p for p in pids if _alive(p)]:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-

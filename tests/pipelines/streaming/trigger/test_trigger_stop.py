@@ -18,7 +18,8 @@ from pipelines.streaming.retraining import ledger
 from pipelines.streaming.retraining.launch import ledger_key
 from pipelines.streaming.retraining.state import RetrainState
 from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics
-from pipelines.streaming.trigger.loop import STOP_WITHIN_S, _alive, _descendants
+from pipelines.streaming.trigger.loop import STOP_WITHIN_S
+from pipelines.streaming.trigger.processes import _alive, _descendants
 from tests.kafka_broker import ROOT, TriggerProcess
 from tests.pipelines.streaming.trigger.test_kafka_trigger import read_topic
 
