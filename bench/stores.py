@@ -58,19 +58,19 @@ def landing(parts: int, part_rows: int, model: str) -> dict[str, float]:
     """Rows/s committing ``parts`` parts of ``part_rows`` rows, then reading them all back."""
     from feature_specs.spec import load_spec
     from feature_specs.synthetic import generate
-    from pipelines import landing_store
     from pipelines.demo import landing_frame
     from pipelines.settings import get_settings
+    from pipelines.streaming.landing import parts as landing_parts
 
     frame = landing_frame(load_spec(model), generate(model, part_rows, seed=1).frame)
     store = get_settings().landing_store
     started = time.perf_counter()
     for _ in range(parts):
         frame["event_id"] = [uuid.uuid4().hex for _ in range(len(frame))]
-        landing_store.write_part(store, model, frame)
+        landing_parts.write_part(store, model, frame)
     written = time.perf_counter() - started
     started = time.perf_counter()
-    rows = len(landing_store.read(store, model))
+    rows = len(landing_parts.read_landed(store, model))
     read = time.perf_counter() - started
     assert rows == parts * part_rows, rows
     return {"write": rows / written, "read": rows / read}

@@ -29,11 +29,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from feature_specs import load_spec, spec_names
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing_store
 from pipelines.settings import Settings, get_settings
+from pipelines.streaming.landing import parts as landing_parts
 from pipelines.streaming.publish import publish_events
 from pipelines.streaming.topics import ensure_topics, named
-from pipelines.streaming.trigger import Trigger
+from pipelines.streaming.trigger.loop import Trigger
 
 
 class _TimedTrigger(Trigger):
@@ -112,7 +112,7 @@ def bench(
         trigger = _TimedTrigger(settings, [model], launcher=lambda model, key, **_: "not-run")
         start = time.perf_counter()
         trigger.run(exit_when_idle_s=2.0)
-        landed = len(landing_store.read(settings.landing_store, model))
+        landed = len(landing_parts.read_landed(settings.landing_store, model))
         handled = landed + trigger.stats["rejected"]
         lag = _lag(settings, named(load_spec(model).source_topic, settings))
         assert trigger.first is not None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings, get_settings
-from pipelines.streaming.landing_index import SqliteIndex
+from pipelines.streaming.landing.index import SqliteIndex
 from pipelines.streaming.publish import publish_events
 from pipelines.streaming.topics import ensure_topics
 

@@ -31,9 +31,9 @@ import pandas as pd
 from feature_specs.limits import best_achievable
 from feature_specs.spec import FeatureSpec, load_spec, spec_names
 from feature_specs.synthetic import generate, has_generator, write_truth
-from pipelines import landing_store
 from pipelines.settings import get_settings
 from pipelines.storage import Store
+from pipelines.streaming.landing import parts as landing_parts
 from pipelines.training.steps.baselines import truth_dir
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,7 +58,7 @@ def land_synthetic(model: str, rows: int, *, seed: int = 0, root: Path | None = 
     frame = landing_frame(spec, data.frame, seed=seed)
     settings = get_settings()
     store = Store(root.resolve().as_uri()) if root else settings.landing_store
-    landing_store.write_part(store, model, frame)
+    landing_parts.write_part(store, model, frame)
     limit = best_achievable(model, data.frame)
     write_truth(truth_dir(root.parent if root else settings.data_dir), model, frame["event_id"], limit)
     return len(frame)
@@ -67,8 +67,8 @@ def land_synthetic(model: str, rows: int, *, seed: int = 0, root: Path | None = 
 def ensure_landed(model: str, rows: int, *, seed: int = 0) -> int:
     """Land synthetic rows unless the model already has data; returns the landed row count."""
     store = get_settings().landing_store
-    if landing_store.part_keys(store, model):
-        return len(landing_store.read(store, model))
+    if landing_parts.part_keys(store, model):
+        return len(landing_parts.read_landed(store, model))
     if not has_generator(model):
         raise NoData(
             f"{model}: no landed data in {store.uri}/{model} and no synthetic generator for it.\n"

@@ -57,8 +57,8 @@ def land_the_diabetes_data() -> int:
 
     from feature_specs import load_spec
     from pipelines.settings import get_settings
-    from pipelines.streaming import landing
-    from pipelines.streaming.intake import Intake
+    from pipelines.streaming.intake.validation import Intake
+    from pipelines.streaming.landing.folder import write_folder_part
 
     frame = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
     now = datetime.now(UTC).isoformat()
@@ -68,7 +68,7 @@ def land_the_diabetes_data() -> int:
     intake = Intake(load_spec(MODEL), 64 * 1024)
     good, rejects = intake.split([json.dumps(e).encode() for e in events])
     assert rejects == []
-    landing.write_part(get_settings().landing_dir, MODEL, intake.table([e for _, e in good], now))
+    write_folder_part(get_settings().landing_dir, MODEL, intake.table([e for _, e in good], now))
     return len(good)
 
 

@@ -31,8 +31,8 @@ from kafka import KafkaConsumer
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
 from pipelines.settings import Settings
-from pipelines.streaming import landing
-from pipelines.streaming.retrain_state import RetrainState
+from pipelines.streaming.landing.folder import folder_event_ids
+from pipelines.streaming.retraining.state import RetrainState
 from pipelines.streaming.topics import ensure_topics
 from tests.erp_world import (
     RABBITMQ_NOT_UP,
@@ -271,7 +271,7 @@ def test_beat_publishes_each_closed_opportunity_once_and_enough_rows_start_a_ret
     entry = state.get(f"{MODEL}-rows-0")
     print(f"\nkafka events {len(sent)} (worker killed at {killed_at} acknowledged), landed {landed}, skipped {skipped}")
     assert (landed, skipped) == (rows, len(sent) - rows)
-    assert landing.event_ids(platform.landing_dir, MODEL) == expected
+    assert folder_event_ids(platform.landing_dir, MODEL) == expected
     assert entry is not None and entry["landed_rows"] == rows and entry["status"] in ("pending", "launched")
 
 
@@ -403,7 +403,7 @@ def test_finance_and_inventory_tasks_publish_events_the_trigger_accepts(
     intake as they are, and a second run sends nothing."""
     import importlib
 
-    from pipelines.streaming.intake import Intake
+    from pipelines.streaming.intake.validation import Intake
 
     spec = load_spec(model)
     ensure_topics(platform, [model])

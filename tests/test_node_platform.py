@@ -367,12 +367,12 @@ def test_an_image_missing_from_containerd_is_a_clear_error(platform: Node) -> No
 
 def landed_ids(model: str) -> list[str]:
     """Every event id the trigger landed for ``model`` in the node's bucket (read from the host)."""
-    from pipelines.landing_store import read
     from pipelines.storage import Store
+    from pipelines.streaming.landing.parts import read_landed
 
     env = stores_env()
     store = Store("s3://constructos-ml/landing", endpoint_url=env["CONSTRUCTOS_S3_ENDPOINT_URL"])
-    frame = read(store, model)
+    frame = read_landed(store, model)
     return [] if frame.empty else frame["event_id"].astype(str).tolist()
 
 

@@ -20,18 +20,18 @@ import pytest
 
 from feature_specs import load_spec
 from feature_specs.synthetic import generate, to_events
-from pipelines import landing_store
 from pipelines.settings import Settings
 from pipelines.storage import Store, StoreUnavailable
-from pipelines.streaming.log_index import LogIndex
+from pipelines.streaming.landing import parts as landing_parts
+from pipelines.streaming.landing.log_index import LogIndex
 from pipelines.streaming.publish import publish_events
 from pipelines.streaming.topics import ensure_topics, named
 from pipelines.training.steps.extract import extract
 from tests.helpers import free_port, wait_ready
 from tests.kafka_broker import TriggerProcess
+from tests.pipelines.streaming.trigger.test_trigger_replicas import committed_offsets, landed_ids
 from tests.stores import PrivateStores, Stores
 from tests.test_mlflow_server import REGISTER
-from tests.test_trigger_replicas import committed_offsets, landed_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.stores]
 OUTAGE_S = float(os.environ.get("CONSTRUCTOS_TEST_OUTAGE_S", "30"))
@@ -125,7 +125,7 @@ def test_s3_down(private_stores: PrivateStores, world: Stores, server: str, tmp_
     with pytest.MonkeyPatch.context() as mp:
         for k, v in world.client_env().items():
             mp.setenv(k, v)
-        landing_store.write_part(landing, "lead_score", _rows())
+        landing_parts.write_part(landing, "lead_score", _rows())
         with Outage(private_stores, "s3", server):
             with pytest.raises(StoreUnavailable, match=rf"store s3://{world.bucket}/landing \(lead_score\)"):
                 extract(landing, "lead_score", tmp_path / "snapshot.parquet")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import landing_store
 from pipelines.demo import land_synthetic
 from pipelines.settings import get_settings
 from pipelines.storage import Store
+from pipelines.streaming.landing import parts as landing_parts
 from pipelines.training.steps.extract import extract
 from tests.stores import Stores
 
@@ -31,15 +31,15 @@ def rows(ids: list[str]) -> pd.DataFrame:
 
 def test_landing_on_s3_commits_parts_once_and_reads_each_event_once(stores: Stores, tmp_path: Path) -> None:
     store = Store(stores.prefix_uri("landing"), endpoint_url=stores.endpoint)
-    assert landing_store.write_part(store, MODEL, rows(["a", "b"]), name="p0-0-1") is not None
+    assert landing_parts.write_part(store, MODEL, rows(["a", "b"]), name="p0-0-1") is not None
     # the same offsets landed again (a retry, another replica): stored once
-    assert landing_store.write_part(store, MODEL, rows(["a", "b"]), name="p0-0-1") is None
+    assert landing_parts.write_part(store, MODEL, rows(["a", "b"]), name="p0-0-1") is None
     # an overlapping batch under another name: readers keep the first copy of each event
-    landing_store.write_part(store, MODEL, rows(["b", "c"]))
-    assert len(landing_store.part_keys(store, MODEL)) == 2
-    frame = landing_store.read(store, MODEL)
+    landing_parts.write_part(store, MODEL, rows(["b", "c"]))
+    assert len(landing_parts.part_keys(store, MODEL)) == 2
+    frame = landing_parts.read_landed(store, MODEL)
     assert sorted(frame["event_id"]) == ["a", "b", "c"]
-    assert list(landing_store.read(store, MODEL, since="2026-01-15")["event_id"]) == ["c"]
+    assert list(landing_parts.read_landed(store, MODEL, since="2026-01-15")["event_id"]) == ["c"]
     snapshot = extract(store, MODEL, tmp_path / "snapshot.parquet", until="2026-01-15")
     assert snapshot.rows == 2 and len(snapshot.data_hash) == 64
     with pytest.raises(ValueError, match=r"no landed rows for 'stock_demand' in s3://"):

@@ -1,1 +1,1 @@
-"""Kafka: topics, the trigger (intake → landing → launch), the publisher and lifecycle events."""
+"""Kafka: topics, the trigger (intake → landing → retraining), the publisher and lifecycle events."""

@@ -33,7 +33,7 @@ class Redact(logging.Filter):
         return True
 
 
-def configure_logging(level: str, kafka_level: str = "ERROR", settings: Settings | None = None) -> None:
+def configure_streaming_logging(level: str, kafka_level: str = "ERROR", settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLevelNamesMapping()[kafka_level.upper()]))

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from feature_specs.spec import load_spec, spec_names
-from pipelines import landing_store
 from pipelines.settings import get_settings
+from pipelines.streaming.landing import parts as landing_parts
 from pipelines.training import mlflow_store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     add_pipeline_arguments(parser)
     args = parser.parse_args(argv)
     store = get_settings().landing_store
-    if not landing_store.part_keys(store, args.model):
+    if not landing_parts.part_keys(store, args.model):
         print(
             f"{args.model}: no landed data in {store.uri}/{args.model}: publish events to its topic "
             f"'{load_spec(args.model).source_topic}' with the trigger running, or copy Parquet parts there",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import landing_store
 from pipelines.storage import Store
+from pipelines.streaming.landing import parts as landing_parts
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def extract(landing: Store | Path, model: str, out: Path, *, since: str = "", un
     landed (even unexpected ones), so that validate sees the real data.
     """
     store = landing if isinstance(landing, Store) else Store(Path(landing).resolve().as_uri())
-    frame = landing_store.read(store, model, since, until)
+    frame = landing_parts.read_landed(store, model, since, until)
     if frame.empty:
         raise ValueError(f"no landed rows for '{model}' in {store.url(model)} (window {since or '-'}..{until or '-'})")
     out.parent.mkdir(parents=True, exist_ok=True)

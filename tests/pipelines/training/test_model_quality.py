@@ -19,7 +19,7 @@ from feature_specs.synthetic import generate
 from feature_specs.transform import SKOPS_TRUSTED_TYPES, build_model
 from pipelines.demo import land_synthetic
 from pipelines.settings import get_settings
-from pipelines.streaming import landing
+from pipelines.streaming.landing.folder import read_folder
 from pipelines.training.steps import baselines, calibrate, quality, tune
 from pipelines.training.steps.evaluate import gate, holdout_scores
 from pipelines.training.steps.train import labels, model_input, split
@@ -38,7 +38,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def landed(model: str, rows: int, seed: int = 0) -> pd.DataFrame:
     land_synthetic(model, rows, seed=seed)
-    return landing.read(get_settings().landing_dir, model)
+    return read_folder(get_settings().landing_dir, model)
 
 
 def with_search(spec: FeatureSpec, **budget: float) -> FeatureSpec:

@@ -15,7 +15,7 @@ import yaml
 from feature_specs import load_spec, spec_names
 from pipelines.demo import land_synthetic
 from pipelines.settings import get_settings
-from pipelines.streaming import landing
+from pipelines.streaming.landing.folder import write_folder_part
 from pipelines.training.compile import compile_all
 
 MODEL = "credit_risk"
@@ -248,7 +248,7 @@ def test_poisoned_snapshot_stops_at_validate(
     frame = landing_frame(load_spec(MODEL), generate(MODEL, 1500, seed=9).frame, seed=9)
     frame.loc[3, "avg_days_to_pay"] = 9999.0
     frame["tax_id"] = "DE000000000"
-    landing.write_part(get_settings().landing_dir, MODEL, frame)
+    write_folder_part(get_settings().landing_dir, MODEL, frame)
     try:
         with pytest.raises(RuntimeError, match="validate"):
             run_local(MODEL)

@@ -15,7 +15,8 @@ from feature_specs import Validator, load_spec
 from feature_specs.synthetic import generate
 from pipelines.demo import landing_frame
 from pipelines.settings import get_settings
-from pipelines.streaming import landing, launch
+from pipelines.streaming.landing.folder import write_folder_part
+from pipelines.streaming.retraining import launch
 from pipelines.training.run import TaskLogFilter
 from pipelines.training.steps import deploy
 from pipelines.training.steps.evaluate import gate
@@ -64,8 +65,8 @@ def test_content_hash_ignores_row_and_column_order_but_not_values(landed: pd.Dat
 
 
 def test_extract_snapshot_with_time_window(landed: pd.DataFrame, tmp_path: Path) -> None:
-    landing.write_part(tmp_path, "credit_risk", landed.iloc[:1000])
-    landing.write_part(tmp_path, "credit_risk", landed.iloc[900:])  # overlap: duplicates by event id
+    write_folder_part(tmp_path, "credit_risk", landed.iloc[:1000])
+    write_folder_part(tmp_path, "credit_risk", landed.iloc[900:])  # overlap: duplicates by event id
     everything = extract(tmp_path, "credit_risk", tmp_path / "all.parquet")
     assert everything.rows == len(landed)
     assert pd.read_parquet(everything.path).shape == landed.shape

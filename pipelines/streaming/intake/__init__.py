@@ -1,0 +1,1 @@
+"""Kafka intake: raw records checked against the feature spec, refused ones dead-lettered."""

@@ -1,0 +1,1 @@
+"""The Kafka trigger: the consumer loop, its health port and its command line."""
