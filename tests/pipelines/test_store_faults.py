@@ -107,7 +107,7 @@ class Outage:
 def mlflow_check(world: Stores) -> str:
     """What a pipeline step sees first: ``mlflow_store.configure()`` in a fresh process."""
     code = "from pipelines.training import mlflow_store; print(mlflow_store.configure())"
-    env = os.environ | world.client_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = os.environ | world.client_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     return done.stdout + done.stderr
 

@@ -19,7 +19,7 @@ import pytest
 from pipelines.storage import Store, StoreUnavailable
 from tests.stores import Stores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=[pytest.mark.stores, pytest.mark.integration])])
