@@ -31,8 +31,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.row import estimator_and_row
-from predictors.endpoints.fast_infer import INFER_PATH, Disconnected
-from predictors.endpoints.fast_infer import _body as read_body
+from predictors.endpoints.fast_infer import INFER_PATH, Disconnected, read_body
 from predictors.protocol.http_edges import send_body
 
 

@@ -46,7 +46,7 @@ class FastInfer:
                 request_id = value.decode("latin-1")
         try:
             model = find_model(self.repository, found.group(1), found.group(2))
-            answer = await answer_infer(model, await _body(receive), binary_header, request_id)
+            answer = await answer_infer(model, await read_body(receive), binary_header, request_id)
         except Disconnected:
             return
         except ServingError as exc:
@@ -63,7 +63,7 @@ class FastInfer:
         await send_body(send, 200, answer.body, answer.media_type.encode(), extra)
 
 
-async def _body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
