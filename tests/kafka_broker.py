@@ -10,6 +10,7 @@ consumer group), so tests neither see nor disturb each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.settings import Settings
+from pipelines.streaming.trigger.processes import descendants
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +130,8 @@ class TriggerProcess:
                 time.sleep(0.2)  # let the reader catch the last lines
                 raise AssertionError(f"trigger exited ({self.proc.returncode}):\n{self.log()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} x{count} within {timeout}s:\n{self.log()}")
+                self.dump_stacks()
+                raise AssertionError(f"no {pattern!r} x{count} within {timeout}s:\n{self.log(200)}")
             time.sleep(0.002)
 
     def kill(self) -> None:
@@ -136,8 +139,26 @@ class TriggerProcess:
         self.proc.wait(10)
         self._reader.join(5)
 
-    def log(self) -> str:
-        return "".join(self.lines[-40:])
+    def dump_stacks(self) -> None:
+        """Have the trigger and its landing child write every thread's stack to the log (SIGUSR1):
+        a wait that timed out then says where it hung. The fork server between them is left alone."""
+        below = descendants(self.proc.pid)
+        children = {p for p in below if _parent(p) == self.proc.pid}
+        for pid in [self.proc.pid, *(p for p in below if p not in children)]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGUSR1)
+                time.sleep(0.5)  # one after the other: their stacks do not interleave
+
+    def log(self, lines: int = 40) -> str:
+        return "".join(self.lines[-lines:])
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 #: where the broker the tests start themselves lives: one per run, shared by the pytest-xdist workers

@@ -18,6 +18,7 @@ of the pair is a replica killed mid-batch: the landing index makes it safe).
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import gc
 import logging
 import multiprocessing
@@ -143,6 +144,7 @@ def _serve(conn: Connection, settings: Settings, models: list[str], level: int, 
     os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trigger stops itself, then closes the pipe
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # as the trigger: its stacks on the log
     from pipelines.streaming.logs import configure_streaming_logging
 
     configure_streaming_logging(logging.getLevelName(level), settings=settings)

@@ -6,6 +6,7 @@ What it does is told in :mod:`pipelines.streaming.trigger.loop`.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     configure_streaming_logging(args.log_level, args.kafka_log_level)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where is a hung trigger?
     trigger = Trigger(models=args.models.split(",") if args.models else None, retrain=not args.no_retrain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trigger.stop())

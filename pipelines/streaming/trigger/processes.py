@@ -10,7 +10,7 @@ import time
 
 def end_descendants(grace_s: float = 3.0) -> None:
     """SIGTERM every process below this one, then SIGKILL what is left after ``grace_s`` (Linux)."""
-    pids = _descendants(os.getpid())
+    pids = descendants(os.getpid())
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
@@ -30,7 +30,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
+    """The processes below ``root`` (Linux ``/proc``)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():

@@ -19,7 +19,7 @@ from pipelines.streaming.retraining.launch import ledger_key
 from pipelines.streaming.retraining.state import RetrainState
 from pipelines.streaming.topics import MODEL_EVENTS, ensure_topics
 from pipelines.streaming.trigger.loop import STOP_WITHIN_S
-from pipelines.streaming.trigger.processes import _alive, _descendants
+from pipelines.streaming.trigger.processes import _alive, descendants
 from tests.kafka_broker import ROOT, TriggerProcess
 from tests.pipelines.streaming.trigger.test_kafka_trigger import read_topic
 
@@ -41,10 +41,10 @@ def test_sigterm_during_a_training_run_stops_in_time_and_the_launch_is_resumed_o
     while (doc := ledger.read_doc(store, ledger_key(KEY))[0]) is None or doc.get("status") != "running":
         assert time.monotonic() < deadline and trigger.proc.poll() is None, trigger.log()
         time.sleep(0.2)
-    while not (tasks := [pid for pid in _descendants(trigger.proc.pid) if b"kfp" in _cmdline(pid)]):
+    while not (tasks := [pid for pid in descendants(trigger.proc.pid) if b"kfp" in _cmdline(pid)]):
         assert time.monotonic() < deadline and trigger.proc.poll() is None, trigger.log()
         time.sleep(0.2)  # until kfp.local runs one of the pipeline's tasks (a process of its own)
-    below = _descendants(trigger.proc.pid)
+    below = descendants(trigger.proc.pid)
     assert tasks
     started = time.monotonic()
     trigger.proc.send_signal(signal.SIGTERM)
