@@ -1,10 +1,13 @@
 """The group-join safety net against the real broker: a member left with no partitions although
-there are enough for every member is told apart from a member that is one too many."""
+there are enough for every member is told apart from a member that is one too many, and a consumer
+that never joins (seen on a busy machine: kafka-python looking for the coordinator for good) is
+told to join again."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from unittest import mock
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -13,7 +16,7 @@ from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from pipelines.settings import Settings
-from pipelines.streaming.trigger.assignment import AssignmentWatch, NoPartitions
+from pipelines.streaming.trigger.assignment import AssignmentWatch, NoPartitions, NotJoined
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +72,16 @@ def test_a_member_that_is_one_too_many_is_left_alone(kafka_settings: Settings) -
     finally:
         spare.close()
         first.close()
+
+
+def test_a_consumer_that_never_finds_its_coordinator_joins_again(kafka_settings: Settings) -> None:
+    name = topic(kafka_settings, 3)
+    lost = consumer(kafka_settings, name)
+    watch = AssignmentWatch(kafka_settings.kafka_options(), kafka_settings.trigger_group, stuck_after_s=2)
+    # the state a hung trigger's stacks showed: every poll's coordinator lookup times out
+    with mock.patch.object(lost._coordinator, "ensure_coordinator_ready", return_value=False):
+        try:
+            with pytest.raises(NotJoined, match=f"not a member of group {kafka_settings.trigger_group} after 2s"):
+                watch_for(30, watch, lost)
+        finally:
+            lost.close()
