@@ -32,9 +32,14 @@ install: $(STAMP) ## build .venv from the lock file (uv)
 # tests are hermetic: they make their own data dirs and stores, never the user's
 HERMETIC := env -u MLFLOW_TRACKING_URI -u CONSTRUCTOS_DATA_DIR
 
+# one OpenMP thread per test process (and what it starts): the workers already fill the cores, and
+# OpenMP threads spinning beside them made a small scikit-learn fit 10-50x slower on a busy machine
+TEST_OMP_THREADS ?= 1
+TEST_ENV := $(HERMETIC) OMP_NUM_THREADS=$(TEST_OMP_THREADS)
+
 # one pytest-xdist worker per core; a test file stays on one worker (its module fixtures run once)
 TEST_WORKERS ?= auto
-PYTEST := $(HERMETIC) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP) $(KUSTOMIZE) ## run every test on every core (starts Kafka itself when a test needs it); the 25 slowest listed
 	$(PYTEST) --durations=25
