@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import CorruptRecordError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from feature_specs import load_spec, load_specs
@@ -242,17 +242,10 @@ class Trigger:
                         last, reported = dict(self.stats), time.monotonic()
                         log.info("so far: %s", last)
                     self.heartbeat.beat()
-                    skipped: dict[TopicPartition, OffsetAndMetadata] = {}
-                    try:
-                        batch = {} if self._stop.is_set() else consumer.poll(timeout_ms=20 if landing_now else 500)
-                    except KafkaError as exc:
-                        if not isinstance(exc, CorruptRecordError) and not type(exc).__name__.endswith("CodecError"):
-                            raise
-                        batch, skipped = {}, self._settler.skip_undecodable(consumer, producer, options, exc)
-                    except OSError:
-                        raise
-                    except Exception as exc:  # a codec library's own error, raised through poll
-                        batch, skipped = {}, self._settler.skip_undecodable(consumer, producer, options, exc)
+                    polled: tuple[Batch, dict[TopicPartition, OffsetAndMetadata]] = ({}, {})
+                    if not self._stop.is_set():
+                        polled = self._settler.poll(consumer, producer, options, 20 if landing_now else 500)
+                    batch, skipped = polled
                     watch.check(consumer)
                     for tp, records in batch.items():
                         self._positions.settled_to.setdefault(tp, records[0].offset)

@@ -11,6 +11,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from feature_specs import FeatureSpec
@@ -55,6 +56,21 @@ class Settler:
         """Forget the dead letters taken for records below ``offsets``: they are never read again."""
         committed = {(tp.topic, tp.partition): at.offset for tp, at in offsets.items()}
         self.acked = {w for w in self.acked if w[2] >= committed.get(w[:2], -1)}
+
+    def poll(
+        self, consumer: KafkaConsumer, producer: KafkaProducer, options: dict[str, Any], timeout_ms: int
+    ) -> tuple[Batch, dict[TopicPartition, OffsetAndMetadata]]:
+        """``consumer.poll``, or, when it cannot decode a record, nothing and the offset past it."""
+        try:
+            return consumer.poll(timeout_ms=timeout_ms), {}
+        except KafkaError as exc:
+            if not isinstance(exc, CorruptRecordError) and not type(exc).__name__.endswith("CodecError"):
+                raise
+            return {}, self.skip_undecodable(consumer, producer, options, exc)
+        except OSError:
+            raise
+        except Exception as exc:  # a codec library's own error, raised through poll
+            return {}, self.skip_undecodable(consumer, producer, options, exc)
 
     def skip_undecodable(
         self, consumer: KafkaConsumer, producer: KafkaProducer, options: dict[str, Any], exc: Exception
