@@ -65,6 +65,24 @@ class Feature(_Strict):
         return self.dtype != "category"
 
 
+class DerivedFeature(_Strict):
+    """A model input computed from the spec's numeric features inside the shared transform (so
+    training and serving compute it the same way), never sent by a client: for now the row mean of
+    ``mean_of``, a missing value left out (e.g. the mean of the recorded demand lags)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str
+    mean_of: tuple[str, ...] = Field(min_length=2)
+    #: expected direction of the effect on the target, enforced at training like a feature's.
+    monotone: Literal["increasing", "decreasing"] | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DerivedFeature:
+        if len(set(self.mean_of)) != len(self.mean_of):
+            raise ValueError("'mean_of' names a feature twice")
+        return self
+
+
 class PiiField(_Strict):
     """A field the source service may send that identifies a person or company: never stored."""
 
@@ -133,6 +151,9 @@ class Estimator(_Strict):
 
     kind: Literal["hist_gradient_boosting"] = "hist_gradient_boosting"
     params: dict[str, Any] = Field(default_factory=dict)
+    #: regression: fit on ``log1p(target)`` and answer ``expm1`` of the prediction — effects that
+    #: multiply (a level times a season) add up in logs, where trees fit them with fewer splits.
+    target_transform: Literal["log1p"] | None = None
     #: hyperparameter search space (none: train with ``params`` as they are).
     search: Search | None = None
     #: classifiers: probability calibrations to try on cross-validated scores of the training
@@ -193,6 +214,8 @@ class FeatureSpec(_Strict):
     #: Kafka topic of the ground truth (outcomes joined to predictions for live accuracy).
     outcome_topic: str = Field(pattern=TOPIC_PATTERN)
     features: tuple[Feature, ...]
+    #: inputs computed from the features by the shared transform (after the features' columns).
+    derived: tuple[DerivedFeature, ...] = ()
     pii: tuple[PiiField, ...] = ()
     target: Target
     estimator: Estimator = Estimator()
@@ -206,14 +229,24 @@ class FeatureSpec(_Strict):
     def _unique_names(self) -> FeatureSpec:
         names = [f.name for f in self.features]
         aliases = [a for f in self.features for a in f.aliases]
-        everything = names + aliases + [p.name for p in self.pii] + [self.target.name]
+        derived = [d.name for d in self.derived]
+        everything = names + aliases + derived + [p.name for p in self.pii] + [self.target.name]
         dupes = sorted({n for n in everything if everything.count(n) > 1})
         if dupes:
             raise ValueError(f"names used twice: {', '.join(dupes)}")
+        numeric = {f.name for f in self.features if f.numeric}
+        for d in self.derived:
+            unknown = [n for n in d.mean_of if n not in numeric]
+            if unknown:
+                raise ValueError(f"derived '{d.name}': not numeric features of this spec: {', '.join(unknown)}")
         if self.source_topic == self.outcome_topic:
             raise ValueError("source_topic and outcome_topic must differ")
         if self.task == "binary_classification" and self.target.dtype != "bool":
             raise ValueError("a binary_classification target must have dtype bool")
+        if self.task != "regression" and self.estimator.target_transform is not None:
+            raise ValueError("estimator.target_transform is only for regression")
+        if self.estimator.target_transform == "log1p" and (self.target.min is None or self.target.min < 0):
+            raise ValueError("estimator.target_transform log1p needs a target with min >= 0")
         return self
 
     @property

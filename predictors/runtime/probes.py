@@ -60,8 +60,10 @@ def _category_candidates(f: Feature) -> list[Any]:
 
 def split_thresholds(estimator: Any) -> dict[int, list[float]]:
     """The numeric split thresholds of a tree ensemble per input column (empty if it has none)."""
+    from feature_specs.transform import inner_estimator
+
     found: dict[int, set[float]] = {}
-    for iteration in getattr(estimator, "_predictors", []):
+    for iteration in getattr(inner_estimator(estimator), "_predictors", []):
         for tree in iteration:
             nodes = tree.nodes[~tree.nodes["is_leaf"].astype(bool)]
             for column, threshold in zip(nodes["feature_idx"], nodes["num_threshold"], strict=True):

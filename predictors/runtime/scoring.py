@@ -29,8 +29,9 @@ RTOL, ATOL = 1e-9, 1e-9
 
 class FittedTransform:
     """The fitted shared transform, applied with numpy: median fill for numbers, one-hot for
-    categories — the parameters come from the trained ColumnTransformer itself, and the result is
-    checked against its own ``transform`` at load (see :class:`Scorer`)."""
+    categories, row means for derived features — the parameters come from the trained
+    ColumnTransformer itself, and the result is checked against its own ``transform`` at load
+    (see :class:`Scorer`)."""
 
     def __init__(self, spec: FeatureSpec, transform: Any) -> None:
         self.numeric = [f.name for f in spec.features if f.numeric]
@@ -44,9 +45,20 @@ class FittedTransform:
         for values in categories:
             self.slots.append({str(v): offset + i for i, v in enumerate(values)})
             offset += len(values)
+        # derived features (the spec's ``derived``), after the categories: row means of raw numbers
+        self.means: list[tuple[int, list[str]]] = []
+        for name, part, names in transform.transformers_:
+            if name in ("num", "cat", "remainder"):
+                continue
+            if getattr(part, "func", None) is not np.nanmean or part.kw_args != {"axis": 1, "keepdims": True}:
+                raise ValueError(f"derived part {name!r} is not a row mean")
+            self.means.append((offset, list(names)))
+            offset += 1
         self.width = offset
         if len(self.fill) != len(self.numeric) or len(self.slots) != len(self.text):
             raise ValueError("the fitted transform does not have the shared transform's layout")
+        if len(self.means) != len(spec.derived):
+            raise ValueError("the fitted transform does not have the spec's derived features")
 
     def __call__(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         first = columns[self.numeric[0]] if self.numeric else columns[self.text[0]]
@@ -60,6 +72,9 @@ class FittedTransform:
                 column = slots.get(value)
                 if column is not None:  # an unknown category encodes as all zeros, like the encoder
                     out[row, column] = 1.0
+        for column, names in self.means:
+            values = np.array([columns[name] for name in names], dtype=np.float64).T  # rows x features
+            out[:, column] = np.nanmean(values, axis=1)
         return out
 
 
@@ -74,9 +89,14 @@ def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
             raise ValueError("only a single sigmoid calibration (ensemble=False) converts to ONNX")
         sigmoid = (float(calibrators[0].a_), float(calibrators[0].b_))
         estimator = calibrated[0].estimator
+    expm1 = False
+    if type(estimator).__name__ == "TransformedTargetRegressor":  # the spec's target_transform: log1p
+        if estimator.func is not np.log1p or estimator.inverse_func is not np.expm1:
+            raise ValueError("only a log1p target transform converts to ONNX")
+        estimator, expm1 = estimator.regressor_, True
     if not hasattr(estimator, "_predictors"):
         raise ValueError(f"{type(estimator).__name__} has no double-precision ONNX converter here")
-    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid)
+    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid, expm1=expm1)
 
 
 class Scorer:

@@ -103,12 +103,19 @@ class _Trees:
 
 
 def hist_gradient_boosting_to_onnx(
-    estimator: Any, width: int, *, classifier: bool, sigmoid: tuple[float, float] | None = None
+    estimator: Any,
+    width: int,
+    *,
+    classifier: bool,
+    sigmoid: tuple[float, float] | None = None,
+    expm1: bool = False,
 ) -> onnx.ModelProto:
     """A fitted binary classifier or regressor on ``width`` double inputs -> an ONNX model.
 
     ``sigmoid=(a, b)``: the classifier is calibrated (``CalibratedClassifierCV(method="sigmoid")``):
     P(positive) = 1 / (1 + exp(a * raw + b)) on the raw decision value, as scikit-learn computes it.
+    ``expm1``: the regressor was fitted on ``log1p`` of the target (``TransformedTargetRegressor``):
+    the answer is ``exp(prediction) - 1``.
     """
     trees = _Trees()
     for iteration in estimator._predictors:
@@ -145,7 +152,15 @@ def hist_gradient_boosting_to_onnx(
         inverse = {"IdentityLink": "Identity", "LogLink": "Exp"}.get(link)
         if inverse is None:
             raise ValueError(f"regression link {link} is not converted")
-        nodes.append(helper.make_node(inverse, ["raw"], ["variable"]))
+        if expm1:  # ONNX has no Expm1: exp, then minus one (within rounding of numpy's expm1)
+            constants.append(numpy_helper.from_array(np.ones((1, 1)), "one"))
+            nodes += [
+                helper.make_node(inverse, ["raw"], ["prediction"]),
+                helper.make_node("Exp", ["prediction"], ["exp_prediction"]),
+                helper.make_node("Sub", ["exp_prediction", "one"], ["variable"]),
+            ]
+        else:
+            nodes.append(helper.make_node(inverse, ["raw"], ["variable"]))
         output = helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])
     graph = helper.make_graph(
         nodes,

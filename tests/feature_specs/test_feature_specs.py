@@ -13,8 +13,9 @@ import yaml
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from feature_specs import InvalidFeature, SpecError, Validator, load_spec, load_specs, parse_spec, spec_names
+from feature_specs.schema import FeatureSpec
 from feature_specs.synthetic import best_metrics, generate, has_generator, to_events
-from feature_specs.transform import build_model, monotonic_constraints
+from feature_specs.transform import build_model, inner_estimator, monotonic_constraints
 from tests.spec_data import spec_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,39 @@ def test_every_spec_loads(spec_name: str) -> None:
         (lambda r: r.update(colour="red"), "colour: Extra inputs are not permitted"),
         (lambda r: r.pop("target"), "target: Field required"),
         (lambda r: r["features"].append(dict(r["features"][1])), "names used twice: company_age_years"),
+        (
+            lambda r: r.update(derived=[{"name": "x", "description": "-", "mean_of": ["avg_days_to_pay", "nope"]}]),
+            "derived 'x': not numeric features of this spec: nope",
+        ),
+        (
+            lambda r: r.update(
+                derived=[{"name": "x", "description": "-", "mean_of": ["avg_days_to_pay", "industry_segment"]}]
+            ),
+            "derived 'x': not numeric features of this spec: industry_segment",
+        ),
+        (
+            lambda r: r.update(
+                derived=[{"name": "x", "description": "-", "mean_of": ["avg_days_to_pay", "avg_days_to_pay"]}]
+            ),
+            "'mean_of' names a feature twice",
+        ),
+        (
+            lambda r: r.update(derived=[{"name": "x", "description": "-", "mean_of": ["avg_days_to_pay"]}]),
+            "derived[0] 'x'.mean_of",
+        ),
+        (
+            lambda r: r.update(
+                derived=[
+                    {"name": "active_projects", "description": "-", "mean_of": ["avg_days_to_pay", "active_projects"]}
+                ]
+            ),
+            "names used twice: active_projects",
+        ),
+        (
+            lambda r: r["estimator"].update(target_transform="log1p"),
+            "estimator.target_transform is only for regression",
+        ),
+        (lambda r: r["estimator"].update(target_transform="sqrt"), "estimator.target_transform: Input should be"),
     ],
 )
 def test_malformed_spec_names_file_and_field(tmp_path: Path, mutate: object, expected: str) -> None:
@@ -119,6 +153,40 @@ def test_monotone_constraints_follow_the_spec() -> None:
     assert constraints[[f.name for f in numeric].index("late_payment_ratio_12m")] == 1
     assert constraints[[f.name for f in numeric].index("company_age_years")] == -1
     assert len(constraints) == len(numeric) + sum(len(f.categories or ()) for f in spec.features if not f.numeric)
+
+
+def test_a_derived_feature_is_the_row_mean_of_what_is_recorded() -> None:
+    """stock_demand's lag mean: computed by the shared transform (training and serving alike), a
+    missing lag left out, after the one-hot columns, with the spec's monotone constraint."""
+    spec = load_spec("stock_demand")
+    (derived,) = spec.derived
+    assert derived.name == "demand_lag_mean"
+    rows = spec_rows(spec, 50, seed=1)
+    x = Validator(spec, 50).frame(rows[spec.feature_names])
+    x.loc[:4, "demand_lag_4w"] = np.nan
+    model = build_model(spec).fit(x, rows[spec.target.name])
+    out = model.named_steps["transform"].transform(x)
+    lags = x[list(derived.mean_of)].to_numpy(dtype=np.float64)
+    expected = np.where(np.isnan(lags[:, 2]), lags[:, :2].mean(axis=1), lags.mean(axis=1))
+    np.testing.assert_allclose(out[:, -1], expected, rtol=1e-12)
+    assert out.shape[1] == len(monotonic_constraints(spec)) and monotonic_constraints(spec)[-1] == 1
+
+
+def test_a_log1p_target_transform_fits_in_logs_and_answers_in_units() -> None:
+    """stock_demand's ``target_transform: log1p``: the trees fit log1p(units), the pipeline answers
+    expm1 of their prediction; a target that may be negative cannot have it."""
+    spec = load_spec("stock_demand")
+    assert spec.estimator.target_transform == "log1p"
+    rows = spec_rows(spec, 300, seed=2)
+    x = Validator(spec, 300).frame(rows[spec.feature_names])
+    model = build_model(spec).fit(x, rows[spec.target.name])
+    trees = inner_estimator(model.named_steps["model"])
+    features = model.named_steps["transform"].transform(x)
+    np.testing.assert_allclose(model.predict(x), np.expm1(trees.predict(features)), rtol=1e-12)
+    raw = yaml.safe_load((Path("feature_specs") / "stock_demand.yaml").read_text())
+    raw["target"].pop("min")
+    with pytest.raises(ValueError, match="log1p needs a target with min >= 0"):
+        FeatureSpec.model_validate(raw)
 
 
 def test_synthetic_data_is_reproducible_and_messy() -> None:

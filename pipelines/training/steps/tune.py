@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from feature_specs.spec import FeatureSpec, Search, SearchRange
-from feature_specs.transform import build_model
+from feature_specs.transform import build_model, inner_estimator
 from pipelines.training import mlflow_store
 from pipelines.training.steps.metrics import compute_metrics
 from pipelines.training.steps.train import labels, model_input, scores, split
@@ -206,7 +206,7 @@ def _search(
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, search.trials)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=max(3, guaranteed), n_warmup_steps=0),
     )
-    current = build_model(spec).named_steps["model"].get_params()  # the spec's values, else scikit-learn's
+    current = inner_estimator(build_model(spec).named_steps["model"]).get_params()  # the spec's, else sklearn's
     defaults = {k: current[k] for k in search.params if k in current and _in_space(current[k], search.params[k])}
     if defaults:
         study.enqueue_trial(defaults, skip_if_exists=True)
