@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.settings import Settings
-from pipelines.streaming.trigger.processes import descendants
+from pipelines.streaming.trigger.processes import descendants, parent
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ class TriggerProcess:
         """Have the trigger and its landing child write every thread's stack to the log (SIGUSR1):
         a wait that timed out then says where it hung. The fork server between them is left alone."""
         below = descendants(self.proc.pid)
-        children = {p for p in below if _parent(p) == self.proc.pid}
+        children = {p for p in below if parent(p) == self.proc.pid}
         for pid in [self.proc.pid, *(p for p in below if p not in children)]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGUSR1)
@@ -152,13 +152,6 @@ class TriggerProcess:
     def log(self, lines: int = 40) -> str:
         return "".join(self.lines[-lines:])
 
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 #: where the broker the tests start themselves lives: one per run, shared by the pytest-xdist workers

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from feature_specs import Feature, FeatureSpec, Validator
+from feature_specs.transform import inner_estimator
 
 UNLISTED = "__probe_unlisted__"
 _FALLBACK = [-1e6, -1000.0, -17.3, -1.0, -0.5, 0.0, 0.5, 1.0, 17.3, 1000.0, 1e6]
@@ -60,8 +61,6 @@ def _category_candidates(f: Feature) -> list[Any]:
 
 def split_thresholds(estimator: Any) -> dict[int, list[float]]:
     """The numeric split thresholds of a tree ensemble per input column (empty if it has none)."""
-    from feature_specs.transform import inner_estimator
-
     found: dict[int, set[float]] = {}
     for iteration in getattr(inner_estimator(estimator), "_predictors", []):
         for tree in iteration:
