@@ -183,7 +183,7 @@ def test_a_log1p_target_transform_fits_in_logs_and_answers_in_units() -> None:
     trees = inner_estimator(model.named_steps["model"])
     features = model.named_steps["transform"].transform(x)
     np.testing.assert_allclose(model.predict(x), np.expm1(trees.predict(features)), rtol=1e-12)
-    raw = yaml.safe_load((Path("feature_specs") / "stock_demand.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "feature_specs" / "stock_demand.yaml").read_text())
     raw["target"].pop("min")
     with pytest.raises(ValueError, match="log1p needs a target with min >= 0"):
         FeatureSpec.model_validate(raw)
