@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write(tmp_path: Path, name: str, mutate: object) -> Path:
-    raw = yaml.safe_load((Path("feature_specs") / "credit_risk.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "feature_specs" / "credit_risk.yaml").read_text())
     mutate(raw)  # type: ignore[operator]
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -227,7 +227,7 @@ def test_trained_model_approaches_but_does_not_beat_the_best_achievable(name: st
 
 
 def _copy_spec(folder: Path, name: str, **changes: object) -> Path:
-    raw = yaml.safe_load((Path("feature_specs") / "lead_score.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "feature_specs" / "lead_score.yaml").read_text())
     raw.update({"name": name, "source_topic": f"test.{name}", "outcome_topic": f"test.{name}-outcomes"} | changes)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
