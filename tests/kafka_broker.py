@@ -153,7 +153,6 @@ class TriggerProcess:
         return "".join(self.lines[-lines:])
 
 
-
 #: where the broker the tests start themselves lives: one per run, shared by the pytest-xdist workers
 #: (they inherit this from the controller, which stops the broker at the end of the run).
 SHARED_HOME = "CONSTRUCTOS_TEST_KAFKA_HOME"
