@@ -158,10 +158,29 @@ def create_app(models: Sequence[SpecModel], settings: ServingSettings | None = N
 
 
 class PlatformServer(ModelServer):
-    """KServe's ModelServer with our gRPC service in its event loop, stopped with it."""
+    """KServe's ModelServer with our gRPC service in its event loop, stopped with it, on the
+    event loop ``--event_loop`` names."""
 
     platform_grpc: GrpcServer | None = None
     _stopping: asyncio.Task[None] | None = None
+
+    def setup_event_loop(self) -> None:
+        """KServe 0.20 configures the loop ``asyncio.get_event_loop()`` makes before
+        ``asyncio.run`` starts a new one, and never applies ``--event_loop``: every server ran on
+        the pure-Python asyncio loop. Here the loop is chosen before the run ("auto": uvloop when
+        it is installed, as uvicorn does) and configured once running (:meth:`_serve`)."""
+        if self.event_loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self.event_loop == "uvloop":
+                    raise
+                return
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    async def _serve(self) -> None:
+        super().setup_event_loop()  # the running loop: exception handler and default executor
+        await super()._serve()
 
     def attach_grpc(self, grpc_server: GrpcServer) -> None:
         self.platform_grpc = grpc_server
