@@ -8,7 +8,7 @@ from predictors.runtime.request_batch import Output
 from predictors.runtime.spec_model import SpecModel
 
 #: upper probability bound of each grade, best first; above the last bound is grade E.
-GRADE_BOUNDS = (0.02, 0.05, 0.10, 0.25)
+GRADE_BOUNDS = np.array([0.02, 0.05, 0.10, 0.25])  # an array: searchsorted converts a tuple on every call
 GRADES = np.array(["A", "B", "C", "D", "E"], dtype=object)
 
 

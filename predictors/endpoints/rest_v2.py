@@ -71,6 +71,9 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
         raise ServingError("inputs: expected a non-empty list of input tensors")
     binary, at, tensors = memoryview(body)[json_end:], 0, []
     for i, obj in enumerate(inputs):
+        if type(obj) is dict and "parameters" not in obj:  # JSON data: the usual request
+            tensors.append(from_json(obj, i))
+            continue
         size = _binary_size(obj)
         if size is None:
             tensors.append(from_json(obj, i))

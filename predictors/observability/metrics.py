@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+from kserve.metrics import PREDICT_HIST_TIME
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -63,6 +64,12 @@ def counted(model: str, version: str, protocol: str, client_error: type[Exceptio
         raise
     finally:
         requests(model, version, protocol, outcome).inc()
+
+
+@cache
+def predict_seconds(model: str) -> Any:
+    """KServe's own ``request_predict_seconds`` of ``model`` (the scoring time of each request)."""
+    return PREDICT_HIST_TIME.labels(model)
 
 
 @cache

@@ -7,8 +7,7 @@ Every malformed tensor is a :class:`~predictors.protocol.errors.ServingError` na
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,8 +34,7 @@ RAW_DTYPES: dict[str, np.dtype[Any]] = {
 DATATYPES = frozenset(RAW_DTYPES) | {"BYTES"}
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(NamedTuple):  # a tuple: built in a fraction of a frozen dataclass's time (10 per request)
     name: str
     datatype: str
     shape: tuple[int, ...]
@@ -76,6 +74,20 @@ def elements(shape: tuple[int, ...]) -> int:
 
 def from_json(obj: Any, index: int) -> Tensor:
     """One ``inputs[i]`` object of a JSON inference request (data already parsed)."""
+    if type(obj) is dict:  # the usual tensor, [N] of flat values, checked in one expression
+        name, datatype, shape, data = obj.get("name"), obj.get("datatype"), obj.get("shape"), obj.get("data")
+        if (
+            type(name) is str
+            and type(datatype) is str
+            and datatype in DATATYPES
+            and type(shape) is list
+            and len(shape) == 1
+            and type(data) is list
+            and shape[0] == len(data)
+            and type(shape[0]) is int
+            and (not data or type(data[0]) is not list)
+        ):
+            return Tensor(name, datatype, (len(data),), data)
     if not isinstance(obj, dict):
         raise ServingError(f"inputs[{index}]: expected an object")
     name, datatype, shape = check_header(obj.get("name"), obj.get("datatype"), obj.get("shape"), f"inputs[{index}]")

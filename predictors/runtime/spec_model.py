@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
-from kserve.metrics import PREDICT_HIST_TIME
 from kserve.model import InferenceVerb
 
 from feature_specs import FeatureSpec, InvalidFeature, Validator, load_spec
@@ -189,7 +188,7 @@ class SpecModel(Model):
                 raise refused(self.name, exc) from None
             started = time.perf_counter()
             await self.predict(batch)
-            PREDICT_HIST_TIME.labels(self.name).observe(time.perf_counter() - started)  # as KServe's own path
+            metrics.predict_seconds(self.name).observe(time.perf_counter() - started)  # as KServe's own path
             outputs = self._answer(batch)
             return [o for o in outputs if o[0] in batch.outputs] if batch.outputs else outputs
 

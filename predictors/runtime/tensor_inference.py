@@ -26,19 +26,22 @@ def batch_from_tensors(
 ) -> RequestBatch:
     """Decoded V2 input tensors -> a validated batch (raises InvalidFeature naming the field)."""
     columns: dict[str, Any] = {}
-    for tensor in inputs:
-        if tensor.name in columns:
-            raise InvalidFeature(tensor.name, "given twice")
-        validator.check_datatype(tensor.name, tensor.datatype)
-        shape = tensor.shape
+    for name, datatype, shape, data in inputs:
+        if name in columns:
+            raise InvalidFeature(name, "given twice")
+        validator.check_datatype(name, datatype)
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise InvalidFeature(tensor.name, f"shape {list(shape)} not supported; expected [N] or [N, 1]")
-        data = tensor.data
+            raise InvalidFeature(name, f"shape {list(shape)} not supported; expected [N] or [N, 1]")
         if len(data) != shape[0]:
-            raise InvalidFeature(tensor.name, f"shape {list(shape)} does not match {len(data)} values")
-        if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise InvalidFeature(tensor.name, "binary data holds NaN or infinity; every value must be finite")
-        columns[tensor.name] = data
+            raise InvalidFeature(name, f"shape {list(shape)} does not match {len(data)} values")
+        if (
+            type(data) is not list
+            and isinstance(data, np.ndarray)
+            and data.dtype.kind == "f"
+            and not np.isfinite(data).all()
+        ):
+            raise InvalidFeature(name, "binary data holds NaN or infinity; every value must be finite")
+        columns[name] = data
     if not columns:
         raise InvalidFeature("inputs", "no input tensors; expected one per feature")
     validated = validator.columns(columns)
