@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 
 #: ONNX is used only if every probe score agrees with sklearn's: |onnx - sklearn| <= ATOL + RTOL * |sklearn|.
 #: Both compute in double precision; what remains is summation order (~1e-15 relative).
-#: ONNX answers are rounded to this many decimals (far below the tolerance above, far above float noise).
-SCORE_DECIMALS = 12
+#: ONNX answers are rounded to this many significant digits (far below the tolerance above, far
+#: above float noise). Significant digits, not decimals: 12 decimals of a forecast in the thousands
+#: are a few ulps, and a last-ulp difference then still changed about one answer in 150.
+SCORE_DIGITS = 12
 RTOL, ATOL = 1e-9, 1e-9
 
 
@@ -78,6 +80,14 @@ class FittedTransform:
         return out
 
 
+def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (0, NaN and infinities as they are)."""
+    finite = np.isfinite(values) & (values != 0)
+    magnitude = np.floor(np.log10(np.abs(np.where(finite, values, 1.0))))
+    scale = 10.0 ** (digits - 1 - magnitude)
+    return np.where(finite, np.round(values * scale) / scale, values)
+
+
 def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
     from predictors.runtime.tree_onnx import hist_gradient_boosting_to_onnx
 
@@ -123,9 +133,10 @@ class Scorer:
     def _onnx(self, transform: FittedTransform, session: Any, columns: dict[str, np.ndarray]) -> np.ndarray:
         out = session.run(self._outputs, {"X": transform(columns)})[0]
         scores = np.asarray(out[:, 1] if self.spec.is_classifier else out.ravel(), dtype=np.float64)
-        # ONNX Runtime's tree kernel sums in an order that depends on the batch size (last-ulp
-        # differences): 12 decimals make a row's answer the same alone, batched or micro-batched.
-        return np.round(scores, SCORE_DECIMALS)
+        # ONNX Runtime's kernels (tree sums, the vectorised Exp) give last-ulp differences that
+        # depend on the batch size: 12 significant digits make a row's answer the same alone,
+        # batched or micro-batched.
+        return round_significant(scores, SCORE_DIGITS)
 
     def _sklearn(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         frame = pd.DataFrame(columns)
