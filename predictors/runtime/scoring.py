@@ -48,13 +48,12 @@ class FittedTransform:
             self.slots.append({str(v): offset + i for i, v in enumerate(values)})
             offset += len(values)
         # derived features (the spec's ``derived``), after the categories: row means of raw numbers
-        self.means: list[tuple[int, list[str]]] = []
+        # (or of their log1p)
+        self.means: list[tuple[int, list[str], bool]] = []
         for name, part, names in transform.transformers_:
             if name in ("num", "cat", "remainder"):
                 continue
-            if getattr(part, "func", None) is not np.nanmean or part.kw_args != {"axis": 1, "keepdims": True}:
-                raise ValueError(f"derived part {name!r} is not a row mean")
-            self.means.append((offset, list(names)))
+            self.means.append((offset, list(names), _row_mean_of_log1p(name, part)))
             offset += 1
         self.width = offset
         if len(self.fill) != len(self.numeric) or len(self.slots) != len(self.text):
@@ -74,9 +73,9 @@ class FittedTransform:
                 column = slots.get(value)
                 if column is not None:  # an unknown category encodes as all zeros, like the encoder
                     out[row, column] = 1.0
-        for column, names in self.means:
+        for column, names, log1p in self.means:
             values = np.array([columns[name] for name in names], dtype=np.float64).T  # rows x features
-            out[:, column] = np.nanmean(values, axis=1)
+            out[:, column] = np.nanmean(np.log1p(values) if log1p else values, axis=1)
         return out
 
 
@@ -86,6 +85,17 @@ def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
     magnitude = np.floor(np.log10(np.abs(np.where(finite, values, 1.0))))
     scale = 10.0 ** (digits - 1 - magnitude)
     return np.where(finite, np.round(values * scale) / scale, values)
+
+
+def _row_mean_of_log1p(name: str, part: Any) -> bool:
+    """Whether a fitted derived part is the row mean of log1p of its columns (True) or of the
+    columns themselves (False); anything else is refused."""
+    *before, mean = [step for _, step in part.steps] if hasattr(part, "steps") else [part]
+    log1p = [getattr(step, "func", None) for step in before] == [np.log1p] and before[0].kw_args is None
+    row_mean = getattr(mean, "func", None) is np.nanmean and mean.kw_args == {"axis": 1, "keepdims": True}
+    if not row_mean or (before and not log1p):
+        raise ValueError(f"derived part {name!r} is not a row mean")
+    return log1p
 
 
 def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
@@ -104,9 +114,14 @@ def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
         if estimator.func is not np.log1p or estimator.inverse_func is not np.expm1:
             raise ValueError("only a log1p target transform converts to ONNX")
         estimator, expm1 = estimator.regressor_, True
+    offset = None
+    if type(estimator).__name__ == "OffsetRegressor":  # the spec's estimator.offset: plus an input column
+        estimator, offset = estimator.regressor_, int(estimator.column) % width
     if not hasattr(estimator, "_predictors"):
         raise ValueError(f"{type(estimator).__name__} has no double-precision ONNX converter here")
-    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid, expm1=expm1)
+    return hist_gradient_boosting_to_onnx(
+        estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid, expm1=expm1, offset=offset
+    )
 
 
 class Scorer:
