@@ -67,12 +67,15 @@ class Feature(_Strict):
 
 class DerivedFeature(_Strict):
     """A model input computed from the spec's numeric features inside the shared transform (so
-    training and serving compute it the same way), never sent by a client: for now the row mean of
-    ``mean_of``, a missing value left out (e.g. the mean of the recorded demand lags)."""
+    training and serving compute it the same way), never sent by a client: the row mean of
+    ``mean_of``, a missing value left out (e.g. the mean of the recorded demand lags), or with
+    ``log1p`` the row mean of their ``log1p`` (the log of a geometric mean)."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str
     mean_of: tuple[str, ...] = Field(min_length=2)
+    #: the mean of ``log1p`` of the values instead of the values (non-negative features only).
+    log1p: bool = False
     #: expected direction of the effect on the target, enforced at training like a feature's.
     monotone: Literal["increasing", "decreasing"] | None = None
 
@@ -154,6 +157,10 @@ class Estimator(_Strict):
     #: regression: fit on ``log1p(target)`` and answer ``expm1`` of the prediction — effects that
     #: multiply (a level times a season) add up in logs, where trees fit them with fewer splits.
     target_transform: Literal["log1p"] | None = None
+    #: regression: a derived feature the forecast is relative to — the trees fit the (transformed)
+    #: target minus it and the model answers their prediction plus it, so the trees learn only how
+    #: the target departs from that baseline (e.g. the lags' log mean with a log1p target).
+    offset: str | None = None
     #: hyperparameter search space (none: train with ``params`` as they are).
     search: Search | None = None
     #: classifiers: probability calibrations to try on cross-validated scores of the training
@@ -239,6 +246,10 @@ class FeatureSpec(_Strict):
             unknown = [n for n in d.mean_of if n not in numeric]
             if unknown:
                 raise ValueError(f"derived '{d.name}': not numeric features of this spec: {', '.join(unknown)}")
+            negative = [n for n in d.mean_of if d.log1p and (self.feature(n).min is None or self.feature(n).min < 0)]
+            if negative:
+                raise ValueError(f"derived '{d.name}': log1p needs features with min >= 0: {', '.join(negative)}")
+        self._check_offset()
         if self.source_topic == self.outcome_topic:
             raise ValueError("source_topic and outcome_topic must differ")
         if self.task == "binary_classification" and self.target.dtype != "bool":
@@ -248,6 +259,24 @@ class FeatureSpec(_Strict):
         if self.estimator.target_transform == "log1p" and (self.target.min is None or self.target.min < 0):
             raise ValueError("estimator.target_transform log1p needs a target with min >= 0")
         return self
+
+    def _check_offset(self) -> None:
+        """``estimator.offset`` names a derived feature on the scale the trees fit (log1p or not)
+        that a valid request always has (one of its features required)."""
+        name = self.estimator.offset
+        if name is None:
+            return
+        derived = {d.name: d for d in self.derived}.get(name)
+        if derived is None:
+            raise ValueError(f"estimator.offset '{name}' is not a derived feature of this spec")
+        if self.task != "regression":
+            raise ValueError("estimator.offset is only for regression")
+        if derived.log1p != (self.estimator.target_transform == "log1p"):
+            raise ValueError(f"estimator.offset '{name}': a log1p derived feature goes with target_transform log1p")
+        if all(self.feature(n).optional for n in derived.mean_of):
+            raise ValueError(f"estimator.offset '{name}': needs a feature that is not optional (never missing)")
+        if any(self.feature(n).monotone == "decreasing" for n in derived.mean_of):
+            raise ValueError(f"estimator.offset '{name}': rises with its features, none may be monotone decreasing")
 
     @property
     def is_classifier(self) -> bool:

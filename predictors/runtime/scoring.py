@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 
 #: ONNX is used only if every probe score agrees with sklearn's: |onnx - sklearn| <= ATOL + RTOL * |sklearn|.
 #: Both compute in double precision; what remains is summation order (~1e-15 relative).
-#: ONNX answers are rounded to this many decimals (far below the tolerance above, far above float noise).
-SCORE_DECIMALS = 12
+#: ONNX answers are rounded to this many significant digits (far below the tolerance above, far
+#: above float noise). Significant digits, not decimals: 12 decimals of a forecast in the thousands
+#: are a few ulps, and a last-ulp difference then still changed about one answer in 150.
+SCORE_DIGITS = 12
 RTOL, ATOL = 1e-9, 1e-9
 
 
@@ -46,13 +48,12 @@ class FittedTransform:
             self.slots.append({str(v): offset + i for i, v in enumerate(values)})
             offset += len(values)
         # derived features (the spec's ``derived``), after the categories: row means of raw numbers
-        self.means: list[tuple[int, list[str]]] = []
+        # (or of their log1p)
+        self.means: list[tuple[int, list[str], bool]] = []
         for name, part, names in transform.transformers_:
             if name in ("num", "cat", "remainder"):
                 continue
-            if getattr(part, "func", None) is not np.nanmean or part.kw_args != {"axis": 1, "keepdims": True}:
-                raise ValueError(f"derived part {name!r} is not a row mean")
-            self.means.append((offset, list(names)))
+            self.means.append((offset, list(names), _row_mean_of_log1p(name, part)))
             offset += 1
         self.width = offset
         if len(self.fill) != len(self.numeric) or len(self.slots) != len(self.text):
@@ -72,10 +73,29 @@ class FittedTransform:
                 column = slots.get(value)
                 if column is not None:  # an unknown category encodes as all zeros, like the encoder
                     out[row, column] = 1.0
-        for column, names in self.means:
+        for column, names, log1p in self.means:
             values = np.array([columns[name] for name in names], dtype=np.float64).T  # rows x features
-            out[:, column] = np.nanmean(values, axis=1)
+            out[:, column] = np.nanmean(np.log1p(values) if log1p else values, axis=1)
         return out
+
+
+def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (0, NaN and infinities as they are)."""
+    finite = np.isfinite(values) & (values != 0)
+    magnitude = np.floor(np.log10(np.abs(np.where(finite, values, 1.0))))
+    scale = 10.0 ** (digits - 1 - magnitude)
+    return np.where(finite, np.round(values * scale) / scale, values)
+
+
+def _row_mean_of_log1p(name: str, part: Any) -> bool:
+    """Whether a fitted derived part is the row mean of log1p of its columns (True) or of the
+    columns themselves (False); anything else is refused."""
+    *before, mean = [step for _, step in part.steps] if hasattr(part, "steps") else [part]
+    log1p = [getattr(step, "func", None) for step in before] == [np.log1p] and before[0].kw_args is None
+    row_mean = getattr(mean, "func", None) is np.nanmean and mean.kw_args == {"axis": 1, "keepdims": True}
+    if not row_mean or (before and not log1p):
+        raise ValueError(f"derived part {name!r} is not a row mean")
+    return log1p
 
 
 def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
@@ -94,9 +114,14 @@ def _estimator_to_onnx(spec: FeatureSpec, estimator: Any, width: int) -> Any:
         if estimator.func is not np.log1p or estimator.inverse_func is not np.expm1:
             raise ValueError("only a log1p target transform converts to ONNX")
         estimator, expm1 = estimator.regressor_, True
+    offset = None
+    if type(estimator).__name__ == "OffsetRegressor":  # the spec's estimator.offset: plus an input column
+        estimator, offset = estimator.regressor_, int(estimator.column) % width
     if not hasattr(estimator, "_predictors"):
         raise ValueError(f"{type(estimator).__name__} has no double-precision ONNX converter here")
-    return hist_gradient_boosting_to_onnx(estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid, expm1=expm1)
+    return hist_gradient_boosting_to_onnx(
+        estimator, width, classifier=spec.is_classifier, sigmoid=sigmoid, expm1=expm1, offset=offset
+    )
 
 
 class Scorer:
@@ -123,9 +148,10 @@ class Scorer:
     def _onnx(self, transform: FittedTransform, session: Any, columns: dict[str, np.ndarray]) -> np.ndarray:
         out = session.run(self._outputs, {"X": transform(columns)})[0]
         scores = np.asarray(out[:, 1] if self.spec.is_classifier else out.ravel(), dtype=np.float64)
-        # ONNX Runtime's tree kernel sums in an order that depends on the batch size (last-ulp
-        # differences): 12 decimals make a row's answer the same alone, batched or micro-batched.
-        return np.round(scores, SCORE_DECIMALS)
+        # ONNX Runtime's kernels (tree sums, the vectorised Exp) give last-ulp differences that
+        # depend on the batch size: 12 significant digits make a row's answer the same alone,
+        # batched or micro-batched.
+        return round_significant(scores, SCORE_DIGITS)
 
     def _sklearn(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         frame = pd.DataFrame(columns)

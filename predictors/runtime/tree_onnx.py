@@ -109,6 +109,7 @@ def hist_gradient_boosting_to_onnx(
     classifier: bool,
     sigmoid: tuple[float, float] | None = None,
     expm1: bool = False,
+    offset: int | None = None,
 ) -> onnx.ModelProto:
     """A fitted binary classifier or regressor on ``width`` double inputs -> an ONNX model.
 
@@ -116,7 +117,11 @@ def hist_gradient_boosting_to_onnx(
     P(positive) = 1 / (1 + exp(a * raw + b)) on the raw decision value, as scikit-learn computes it.
     ``expm1``: the regressor was fitted on ``log1p`` of the target (``TransformedTargetRegressor``):
     the answer is ``exp(prediction) - 1``.
+    ``offset``: the regressor was fitted relative to input column ``offset`` (``OffsetRegressor``):
+    that column is added to its prediction (before ``expm1``).
     """
+    if classifier and offset is not None:
+        raise ValueError("an offset column is for regressors only")
     trees = _Trees()
     for iteration in estimator._predictors:
         if len(iteration) != 1:
@@ -152,15 +157,25 @@ def hist_gradient_boosting_to_onnx(
         inverse = {"IdentityLink": "Identity", "LogLink": "Exp"}.get(link)
         if inverse is None:
             raise ValueError(f"regression link {link} is not converted")
+        if offset is not None:  # the trees' prediction plus one input column, as OffsetRegressor adds it
+            constants.append(numpy_helper.from_array(np.asarray([offset], dtype=np.int64), "offset_column"))
+            nodes += [
+                helper.make_node(inverse, ["raw"], ["relative"]),
+                helper.make_node("Gather", ["X", "offset_column"], ["offset"], axis=1),
+                helper.make_node("Add", ["relative", "offset"], ["raw_offset"]),
+            ]
+            raw, inverse = "raw_offset", "Identity"
+        else:
+            raw = "raw"
         if expm1:  # ONNX has no Expm1: exp, then minus one (within rounding of numpy's expm1)
             constants.append(numpy_helper.from_array(np.ones((1, 1)), "one"))
             nodes += [
-                helper.make_node(inverse, ["raw"], ["prediction"]),
+                helper.make_node(inverse, [raw], ["prediction"]),
                 helper.make_node("Exp", ["prediction"], ["exp_prediction"]),
                 helper.make_node("Sub", ["exp_prediction", "one"], ["variable"]),
             ]
         else:
-            nodes.append(helper.make_node(inverse, ["raw"], ["variable"]))
+            nodes.append(helper.make_node(inverse, [raw], ["variable"]))
         output = helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])
     graph = helper.make_graph(
         nodes,

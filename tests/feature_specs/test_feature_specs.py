@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.base import clone
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from feature_specs import InvalidFeature, SpecError, Validator, load_spec, load_specs, parse_spec, spec_names
 from feature_specs.schema import FeatureSpec
 from feature_specs.synthetic import best_metrics, generate, has_generator, to_events
-from feature_specs.transform import build_model, inner_estimator, monotonic_constraints
+from feature_specs.transform import build_model, inner_estimator, monotonic_constraints, offset_column
 from tests.spec_data import spec_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,37 +157,81 @@ def test_monotone_constraints_follow_the_spec() -> None:
 
 
 def test_a_derived_feature_is_the_row_mean_of_what_is_recorded() -> None:
-    """stock_demand's lag mean: computed by the shared transform (training and serving alike), a
-    missing lag left out, after the one-hot columns, with the spec's monotone constraint."""
+    """stock_demand's lag mean and lag log mean: computed by the shared transform (training and
+    serving alike), a missing lag left out, after the one-hot columns, with the spec's monotone
+    constraints."""
     spec = load_spec("stock_demand")
-    (derived,) = spec.derived
-    assert derived.name == "demand_lag_mean"
+    mean, log_mean = spec.derived
+    assert (mean.name, mean.log1p, log_mean.name, log_mean.log1p) == (
+        "demand_lag_mean",
+        False,
+        "demand_lag_log_mean",
+        True,
+    )
+    assert mean.mean_of == log_mean.mean_of
     rows = spec_rows(spec, 50, seed=1)
     x = Validator(spec, 50).frame(rows[spec.feature_names])
     x.loc[:4, "demand_lag_4w"] = np.nan
     model = build_model(spec).fit(x, rows[spec.target.name])
     out = model.named_steps["transform"].transform(x)
-    lags = x[list(derived.mean_of)].to_numpy(dtype=np.float64)
-    expected = np.where(np.isnan(lags[:, 2]), lags[:, :2].mean(axis=1), lags.mean(axis=1))
-    np.testing.assert_allclose(out[:, -1], expected, rtol=1e-12)
-    assert out.shape[1] == len(monotonic_constraints(spec)) and monotonic_constraints(spec)[-1] == 1
+    lags = x[list(mean.mean_of)].to_numpy(dtype=np.float64)
+    for values, column in ((lags, -2), (np.log1p(lags), -1)):
+        expected = np.where(np.isnan(values[:, 2]), values[:, :2].mean(axis=1), values.mean(axis=1))
+        np.testing.assert_allclose(out[:, column], expected, rtol=1e-12)
+    assert out.shape[1] == len(monotonic_constraints(spec)) and monotonic_constraints(spec)[-2:] == [1, 1]
 
 
 def test_a_log1p_target_transform_fits_in_logs_and_answers_in_units() -> None:
-    """stock_demand's ``target_transform: log1p``: the trees fit log1p(units), the pipeline answers
-    expm1 of their prediction; a target that may be negative cannot have it."""
+    """stock_demand's ``target_transform: log1p`` with ``offset: demand_lag_log_mean``: the trees
+    fit log1p(units) minus the lags' log mean, the pipeline answers expm1 of their prediction plus
+    it; a target that may be negative cannot have log1p."""
     spec = load_spec("stock_demand")
-    assert spec.estimator.target_transform == "log1p"
+    assert spec.estimator.target_transform == "log1p" and spec.estimator.offset == "demand_lag_log_mean"
     rows = spec_rows(spec, 300, seed=2)
-    x = Validator(spec, 300).frame(rows[spec.feature_names])
-    model = build_model(spec).fit(x, rows[spec.target.name])
+    x, y = Validator(spec, 300).frame(rows[spec.feature_names]), rows[spec.target.name].to_numpy()
+    model = build_model(spec).fit(x, y)
     trees = inner_estimator(model.named_steps["model"])
     features = model.named_steps["transform"].transform(x)
-    np.testing.assert_allclose(model.predict(x), np.expm1(trees.predict(features)), rtol=1e-12)
+    assert offset_column(spec) == features.shape[1] - 1
+    baseline = features[:, -1]
+    np.testing.assert_allclose(model.predict(x), np.expm1(trees.predict(features) + baseline), rtol=1e-12)
+    refit = clone(trees).fit(features, np.log1p(y) - baseline)  # what the trees were fitted to
+    np.testing.assert_allclose(refit.predict(features), trees.predict(features), rtol=1e-12)
     raw = yaml.safe_load((ROOT / "feature_specs" / "stock_demand.yaml").read_text())
     raw["target"].pop("min")
     with pytest.raises(ValueError, match="log1p needs a target with min >= 0"):
         FeatureSpec.model_validate(raw)
+
+
+def _stock_demand_with(mutate: object) -> FeatureSpec:
+    raw = yaml.safe_load((ROOT / "feature_specs" / "stock_demand.yaml").read_text())
+    mutate(raw)  # type: ignore[operator]
+    return FeatureSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["estimator"].update(offset="nope"), "estimator.offset 'nope' is not a derived feature"),
+        (
+            lambda r: r["estimator"].update(offset="demand_lag_mean"),
+            "a log1p derived feature goes with target_transform log1p",
+        ),
+        (lambda r: r["estimator"].pop("target_transform"), "a log1p derived feature goes with target_transform log1p"),
+        (
+            lambda r: r["derived"][1].update(mean_of=["demand_lag_4w", "supplier_lead_time_days"]),
+            "needs a feature that is not optional",
+        ),
+        (lambda r: r["features"][4].update(monotone="decreasing"), "none may be monotone decreasing"),
+        (lambda r: r["features"][5].pop("min"), "log1p needs features with min >= 0: demand_lag_2w"),
+    ],
+)
+def test_an_offset_is_a_derived_feature_on_the_scale_the_trees_fit(mutate: object, expected: str) -> None:
+    """``estimator.offset`` names a derived feature every valid request has, in logs when the target
+    is fitted in logs, that rises with its features (so the monotone constraints still hold)."""
+    assert _stock_demand_with(lambda r: None).estimator.offset == "demand_lag_log_mean"
+    with pytest.raises(ValueError, match=expected):
+        _stock_demand_with(mutate)
 
 
 def test_synthetic_data_is_reproducible_and_messy() -> None:

@@ -116,3 +116,21 @@ def test_a_spec_with_one_kind_of_feature_gets_onnx_too(
     pipeline = build_model(spec).fit(Validator(spec, 2000).frame(data[spec.feature_names]), data[spec.target.name])
     scorer = Scorer(spec, pipeline)
     assert scorer.runtime == "onnxruntime", scorer.check
+
+
+def test_a_forecast_relative_to_a_derived_feature_adds_it_inside_the_onnx_graph(model_dirs: dict[str, Path]) -> None:
+    """stock_demand's trees fit log1p(units) minus the lags' log mean (``estimator.offset``): ONNX
+    gathers that transformed column and adds it before expm1, as scikit-learn does."""
+    from onnx import numpy_helper
+
+    from feature_specs.transform import offset_column
+    from predictors.runtime.scoring import _estimator_to_onnx
+
+    spec = load_spec("stock_demand")
+    loaded = load_model(str(model_dirs["stock_demand"]))
+    transform = FittedTransform(spec, loaded.pipeline[0])
+    assert [log1p for _, _, log1p in transform.means] == [d.log1p for d in spec.derived] == [False, True]
+    graph = _estimator_to_onnx(spec, loaded.pipeline[-1], transform.width).graph
+    (gather,) = [node for node in graph.node if node.op_type == "Gather"]
+    (column,) = [t for t in graph.initializer if t.name == gather.input[1]]
+    assert numpy_helper.to_array(column).tolist() == [offset_column(spec)] == [transform.width - 1]
