@@ -246,7 +246,8 @@ class FeatureSpec(_Strict):
             unknown = [n for n in d.mean_of if n not in numeric]
             if unknown:
                 raise ValueError(f"derived '{d.name}': not numeric features of this spec: {', '.join(unknown)}")
-            negative = [n for n in d.mean_of if d.log1p and (self.feature(n).min is None or self.feature(n).min < 0)]
+            lows = {n: self.feature(n).min for n in d.mean_of}
+            negative = [n for n, low in lows.items() if d.log1p and (low is None or low < 0)]
             if negative:
                 raise ValueError(f"derived '{d.name}': log1p needs features with min >= 0: {', '.join(negative)}")
         self._check_offset()
